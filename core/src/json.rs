@@ -1,0 +1,281 @@
+//! JSON helpers shared by every component: dotted field paths and the strict record decoder
+//! that applies the input rules of `shared/corpus/README.md` the same way in every source.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+use crate::event::{Object, Value};
+
+/// Largest record accepted by default: 1 MiB, newline excluded (corpus input rule 2).
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Deeper nesting is dead-lettered (corpus input rule 5).
+pub const MAX_NESTING_DEPTH: usize = 64;
+
+/// Looks up `a.b.0.c` (numeric segments index arrays).
+pub fn get_path<'a>(obj: &'a Object, path: &str) -> Option<&'a Value> {
+    let mut parts = path.split('.');
+    let mut cur = obj.get(parts.next()?)?;
+    for part in parts {
+        cur = match cur {
+            Value::Object(m) => m.get(part)?,
+            Value::Array(a) => a.get(part.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+pub fn get_path_mut<'a>(obj: &'a mut Object, path: &str) -> Option<&'a mut Value> {
+    let mut parts = path.split('.');
+    let mut cur = obj.get_mut(parts.next()?)?;
+    for part in parts {
+        cur = match cur {
+            Value::Object(m) => m.get_mut(part)?,
+            Value::Array(a) => a.get_mut(part.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+/// Sets `a.b.c`, creating intermediate objects (and replacing non-objects on the way).
+pub fn set_path(obj: &mut Object, path: &str, value: Value) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts.pop().unwrap_or(path);
+    let mut cur = obj;
+    for part in parts {
+        let entry = cur
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(Object::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Object::new());
+        }
+        cur = match entry {
+            Value::Object(m) => m,
+            _ => unreachable!("replaced by an object just above"),
+        };
+    }
+    cur.insert(last.to_string(), value);
+}
+
+/// Why a record could not be decoded. `reason` is one of the corpus' dead-letter reasons.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeError {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
+}
+
+/// Outcome of decoding one line.
+#[derive(Debug)]
+pub enum Decoded {
+    /// Blank or whitespace-only: ignored, not counted.
+    Blank,
+    Record(Object),
+}
+
+/// Decodes one NDJSON line (without its `\n`): strips a trailing CR and a leading UTF-8 BOM,
+/// ignores blank lines, and rejects invalid UTF-8, oversize records, non-objects, trailing
+/// data, nesting deeper than 64 and duplicate keys. Never panics.
+pub fn decode_record(line: &[u8], max_bytes: usize) -> Result<Decoded, DecodeError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    if line.len() > max_bytes {
+        return Err(DecodeError {
+            reason: "record_too_large",
+            message: format!("record is {} bytes, the limit is {max_bytes}", line.len()),
+        });
+    }
+    if line.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(Decoded::Blank);
+    }
+    if let Err(e) = std::str::from_utf8(line) {
+        return Err(DecodeError {
+            reason: "invalid_utf8",
+            message: format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        });
+    }
+    let value = parse_strict(line)?;
+    match value {
+        Value::Object(map) => Ok(Decoded::Record(map)),
+        other => Err(DecodeError {
+            reason: "not_an_object",
+            message: format!("expected a JSON object, found {}", kind_of(&other)),
+        }),
+    }
+}
+
+/// Parses one JSON document with the depth and duplicate-key rules (input must be UTF-8).
+pub fn parse_strict(bytes: &[u8]) -> Result<Value, DecodeError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = StrictSeed { depth: 0 }
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|_| v))
+        .map_err(classify)?;
+    Ok(value)
+}
+
+fn classify(e: serde_json::Error) -> DecodeError {
+    let msg = e.to_string();
+    let reason = if msg.starts_with(DUPLICATE) {
+        "duplicate_key"
+    } else if msg.starts_with(TOO_DEEP) || msg.starts_with("recursion limit exceeded") {
+        "nesting_too_deep"
+    } else {
+        "invalid_json"
+    };
+    DecodeError {
+        reason,
+        message: msg,
+    }
+}
+
+pub fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+const DUPLICATE: &str = "duplicate key";
+const TOO_DEEP: &str = "nesting deeper than";
+
+/// Builds a `Value` like serde_json's own visitor, plus the two checks it does not make.
+struct StrictSeed {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for StrictSeed {
+    type Value = Value;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictSeed {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let depth = self.depth + 1;
+        if depth > MAX_NESTING_DEPTH {
+            return Err(de::Error::custom(format!("{TOO_DEEP} {MAX_NESTING_DEPTH} levels")));
+        }
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(StrictSeed { depth })? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let depth = self.depth + 1;
+        if depth > MAX_NESTING_DEPTH {
+            return Err(de::Error::custom(format!("{TOO_DEEP} {MAX_NESTING_DEPTH} levels")));
+        }
+        let mut out = Object::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format!("{DUPLICATE} \"{key}\"")));
+            }
+            let v = map.next_value_seed(StrictSeed { depth })?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Parses an RFC 3339 timestamp (any offset) to UTC.
+pub fn parse_rfc3339(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(line: &[u8]) -> &'static str {
+        decode_record(line, 100).unwrap_err().reason
+    }
+
+    #[test]
+    fn accepts_objects_with_crlf_and_bom() {
+        match decode_record(b"\xEF\xBB\xBF{\"a\":1}\r", 100).unwrap() {
+            Decoded::Record(m) => assert_eq!(m["a"], 1),
+            Decoded::Blank => panic!("not blank"),
+        }
+    }
+
+    #[test]
+    fn blank_lines_are_ignored() {
+        assert!(matches!(decode_record(b"  \t \r", 100).unwrap(), Decoded::Blank));
+    }
+
+    #[test]
+    fn each_defect_has_its_reason() {
+        assert_eq!(reason(b"{\"a\":"), "invalid_json");
+        assert_eq!(reason(b"{\"a\":1} {\"b\":2}"), "invalid_json");
+        assert_eq!(reason(b"{\"a\":1,}"), "invalid_json");
+        assert_eq!(reason(b"[1,2]"), "not_an_object");
+        assert_eq!(reason(b"null"), "not_an_object");
+        assert_eq!(reason(b"\"x\""), "not_an_object");
+        assert_eq!(reason(b"{\"a\":\"\xff\"}"), "invalid_utf8");
+        assert_eq!(reason(b"{\"a\":1,\"a\":2}"), "duplicate_key");
+        assert_eq!(reason(&[b'x'; 101]), "record_too_large");
+    }
+
+    #[test]
+    fn nesting_over_64_is_rejected_and_64_accepted() {
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n - 1), "]".repeat(n - 1));
+        let ok = format!("{{\"a\":{}}}", deep(64));
+        assert!(decode_record(ok.as_bytes(), 1 << 20).is_ok());
+        let bad = format!("{{\"a\":{}}}", deep(65));
+        assert_eq!(decode_record(bad.as_bytes(), 1 << 20).unwrap_err().reason, "nesting_too_deep");
+    }
+
+    #[test]
+    fn paths_read_and_write_nested_fields() {
+        let mut o: Object = serde_json::from_str(r#"{"a":{"b":[{"c":1}]}}"#).unwrap();
+        assert_eq!(get_path(&o, "a.b.0.c"), Some(&Value::from(1)));
+        assert_eq!(get_path(&o, "a.x"), None);
+        set_path(&mut o, "a.d.e", "v".into());
+        assert_eq!(get_path(&o, "a.d.e"), Some(&Value::from("v")));
+    }
+}

@@ -1,0 +1,26 @@
+//! Sources: one module per source type. The runner finds them through [`parse`].
+
+use sessiontrail_core::component::{parse_options, OptionError};
+use sessiontrail_core::SourceConfig;
+
+pub mod decoding;
+pub mod demo;
+pub mod stdin;
+
+/// Every `type:` a source can have, for error messages and `--help`.
+pub const KINDS: &[&str] = &["demo", "stdin"];
+
+/// Builds the config of a source of type `kind` from its options; `None` if the type is
+/// unknown.
+pub fn parse(kind: &str, options: serde_json::Value) -> Option<Result<Box<dyn SourceConfig>, OptionError>> {
+    fn boxed<T: SourceConfig + serde::de::DeserializeOwned + 'static>(
+        v: serde_json::Value,
+    ) -> Result<Box<dyn SourceConfig>, OptionError> {
+        parse_options::<T>(v).map(|c| Box::new(c) as Box<dyn SourceConfig>)
+    }
+    Some(match kind {
+        "demo" => boxed::<demo::DemoConfig>(options),
+        "stdin" => boxed::<stdin::StdinConfig>(options),
+        _ => return None,
+    })
+}

@@ -1,0 +1,145 @@
+//! `sessiontrail`: the command line. `run` starts a pipeline, `validate` checks one.
+
+mod api;
+mod config;
+mod topology;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "sessiontrail",
+    version,
+    about = "Ships remote-session audit events: sources -> redact -> OCSF -> correlate -> sinks",
+    long_about = "Ships remote-session audit events (Windows logon/logoff, AWS SSM Session Manager, \
+WorkSpaces Secure Browser, Parsec) from sources through transforms to sinks, as described in a YAML \
+pipeline file.\n\nStart with:  sessiontrail run -c pipelines/quickstart.yaml"
+)]
+struct Cli {
+    /// Log format on stderr. Log level from RUST_LOG (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline until its input ends or SIGINT/SIGTERM (then drain and exit 0).
+    Run {
+        /// Pipeline file(s); several files are merged into one pipeline.
+        #[arg(short = 'c', long = "config", required = true, value_name = "FILE")]
+        config: Vec<PathBuf>,
+        /// Longest wait, in seconds, for in-flight events to drain after a stop signal.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        shutdown_timeout: u64,
+    },
+    /// Check pipeline file(s) and print the component graph; reports every error found.
+    Validate {
+        /// Pipeline file(s); several files are merged into one pipeline.
+        #[arg(short = 'c', long = "config", required = true, value_name = "FILE")]
+        config: Vec<PathBuf>,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn print_config_errors(errors: &[config::ConfigError]) {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    eprintln!("{} error(s) found; nothing was started", errors.len());
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Validate { config } => match config::load(&config) {
+            Ok(cfg) => {
+                print!("{}", config::graph::describe(&cfg));
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                print_config_errors(&errors);
+                ExitCode::from(1)
+            }
+        },
+        Command::Run { config, shutdown_timeout } => {
+            let cfg = match config::load(&config) {
+                Ok(cfg) => cfg,
+                Err(errors) => {
+                    print_config_errors(&errors);
+                    return ExitCode::from(1);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            runtime.block_on(async move {
+                let stop = CancellationToken::new();
+                tokio::spawn(watch_signals(stop.clone()));
+                let opts = topology::RunOptions { shutdown_timeout: Duration::from_secs(shutdown_timeout) };
+                match topology::run(cfg, opts, stop).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        eprintln!("error: {e}");
+                        ExitCode::from(1)
+                    }
+                }
+            })
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: graceful stop. Second: exit at once.
+async fn watch_signals(stop: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            tracing::warn!("cannot install signal handlers");
+            return;
+        };
+        for round in 0..2 {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if round == 0 {
+                stop.cancel();
+            } else {
+                eprintln!("second signal: exiting without waiting for the drain");
+                std::process::exit(130);
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    }
+}
