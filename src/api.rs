@@ -35,8 +35,14 @@ pub async fn serve(
                 async move {
                     match h {
                         1 => (StatusCode::OK, "{\"status\":\"running\"}\n"),
-                        2 => (StatusCode::SERVICE_UNAVAILABLE, "{\"status\":\"draining\"}\n"),
-                        _ => (StatusCode::SERVICE_UNAVAILABLE, "{\"status\":\"starting\"}\n"),
+                        2 => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "{\"status\":\"draining\"}\n",
+                        ),
+                        _ => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "{\"status\":\"starting\"}\n",
+                        ),
                     }
                 }
             }),
@@ -45,7 +51,9 @@ pub async fn serve(
             "/metrics",
             get(move || {
                 let body = registry.render();
-                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response() }
+                async move {
+                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+                }
             }),
         );
     for r in extra {

@@ -54,8 +54,11 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -83,7 +86,10 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Run { config, shutdown_timeout } => {
+        Command::Run {
+            config,
+            shutdown_timeout,
+        } => {
             let cfg = match config::load(&config) {
                 Ok(cfg) => cfg,
                 Err(errors) => {
@@ -91,7 +97,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("error: cannot start the async runtime: {e}");
@@ -101,7 +110,9 @@ fn main() -> ExitCode {
             runtime.block_on(async move {
                 let stop = CancellationToken::new();
                 tokio::spawn(watch_signals(stop.clone()));
-                let opts = topology::RunOptions { shutdown_timeout: Duration::from_secs(shutdown_timeout) };
+                let opts = topology::RunOptions {
+                    shutdown_timeout: Duration::from_secs(shutdown_timeout),
+                };
                 match topology::run(cfg, opts, stop).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
@@ -120,7 +131,10 @@ async fn watch_signals(stop: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             tracing::warn!("cannot install signal handlers");
             return;
         };

@@ -48,7 +48,11 @@ impl std::fmt::Display for RunError {
     }
 }
 
-pub async fn run(cfg: PipelineConfig, opts: RunOptions, stop: CancellationToken) -> Result<(), RunError> {
+pub async fn run(
+    cfg: PipelineConfig,
+    opts: RunOptions,
+    stop: CancellationToken,
+) -> Result<(), RunError> {
     let registry = MetricsRegistry::new();
     let shutdown = CancellationToken::new();
     let shared = Shared {
@@ -62,26 +66,53 @@ pub async fn run(cfg: PipelineConfig, opts: RunOptions, stop: CancellationToken)
     // One input channel per transform and sink.
     let mut senders: HashMap<String, mpsc::Sender<EventBatch>> = HashMap::new();
     let mut receivers: HashMap<String, mpsc::Receiver<EventBatch>> = HashMap::new();
-    for name in cfg.transforms.iter().map(|c| &c.name).chain(cfg.sinks.iter().map(|c| &c.name)) {
+    for name in cfg
+        .transforms
+        .iter()
+        .map(|c| &c.name)
+        .chain(cfg.sinks.iter().map(|c| &c.name))
+    {
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         senders.insert(name.clone(), tx);
         receivers.insert(name.clone(), rx);
     }
     // Who reads each output.
     let mut readers: HashMap<String, Vec<mpsc::Sender<EventBatch>>> = HashMap::new();
-    for (name, inputs) in cfg.transforms.iter().map(|c| (&c.name, &c.inputs)).chain(cfg.sinks.iter().map(|c| (&c.name, &c.inputs))) {
+    for (name, inputs) in cfg
+        .transforms
+        .iter()
+        .map(|c| (&c.name, &c.inputs))
+        .chain(cfg.sinks.iter().map(|c| (&c.name, &c.inputs)))
+    {
         for input in inputs {
             if let Some(tx) = senders.get(name) {
-                readers.entry(input.name.clone()).or_default().push(tx.clone());
+                readers
+                    .entry(input.name.clone())
+                    .or_default()
+                    .push(tx.clone());
             }
         }
     }
     drop(senders);
-    let output = |name: &str, kind: &str| -> (Output, Output, Arc<sessiontrail_core::metrics::ComponentMetrics>) {
+    let output = |name: &str,
+                  kind: &str|
+     -> (
+        Output,
+        Output,
+        Arc<sessiontrail_core::metrics::ComponentMetrics>,
+    ) {
         let metrics = registry.component(name, kind);
         let dropped_name = format!("{name}.dropped");
-        let main = Output::new(name.into(), readers.get(name).cloned().unwrap_or_default(), Arc::clone(&metrics));
-        let dropped = Output::new(dropped_name.as_str().into(), readers.get(&dropped_name).cloned().unwrap_or_default(), Arc::clone(&metrics));
+        let main = Output::new(
+            name.into(),
+            readers.get(name).cloned().unwrap_or_default(),
+            Arc::clone(&metrics),
+        );
+        let dropped = Output::new(
+            dropped_name.as_str().into(),
+            readers.get(&dropped_name).cloned().unwrap_or_default(),
+            Arc::clone(&metrics),
+        );
         for (o, label) in [(&main, name.to_string()), (&dropped, dropped_name.clone())] {
             if o.is_wired() {
                 registry.gauge_fn(
@@ -95,33 +126,73 @@ pub async fn run(cfg: PipelineConfig, opts: RunOptions, stop: CancellationToken)
         (main, dropped, metrics)
     };
 
-    let mut tasks: JoinSet<(String, Result<(), sessiontrail_core::ComponentError>)> = JoinSet::new();
+    let mut tasks: JoinSet<(String, Result<(), sessiontrail_core::ComponentError>)> =
+        JoinSet::new();
     let mut pending = Vec::new();
     for c in &cfg.sources {
         let (out, dropped, metrics) = output(&c.name, &c.type_name);
-        let cx = SourceContext { name: c.name.as_str().into(), out, dropped, metrics, shared: shared.clone() };
-        let task = c.config.build(cx).await.map_err(|e| RunError::Build(format!("source \"{}\" ({}): {e}", c.name, c.type_name)))?;
+        let cx = SourceContext {
+            name: c.name.as_str().into(),
+            out,
+            dropped,
+            metrics,
+            shared: shared.clone(),
+        };
+        let task = c.config.build(cx).await.map_err(|e| {
+            RunError::Build(format!("source \"{}\" ({}): {e}", c.name, c.type_name))
+        })?;
         pending.push((c.name.clone(), task));
     }
     for c in &cfg.transforms {
         let (out, dropped, metrics) = output(&c.name, &c.type_name);
-        let input = receivers.remove(&c.name).ok_or_else(|| RunError::Build(format!("no input channel for {}", c.name)))?;
-        let cx = TransformContext { name: c.name.as_str().into(), input, out, dropped, metrics, shared: shared.clone() };
-        let task = c.config.build(cx).await.map_err(|e| RunError::Build(format!("transform \"{}\" ({}): {e}", c.name, c.type_name)))?;
+        let input = receivers
+            .remove(&c.name)
+            .ok_or_else(|| RunError::Build(format!("no input channel for {}", c.name)))?;
+        let cx = TransformContext {
+            name: c.name.as_str().into(),
+            input,
+            out,
+            dropped,
+            metrics,
+            shared: shared.clone(),
+        };
+        let task = c.config.build(cx).await.map_err(|e| {
+            RunError::Build(format!("transform \"{}\" ({}): {e}", c.name, c.type_name))
+        })?;
         pending.push((c.name.clone(), task));
     }
     for c in &cfg.sinks {
         let (_, dropped, metrics) = output(&c.name, &c.type_name);
-        let input = receivers.remove(&c.name).ok_or_else(|| RunError::Build(format!("no input channel for {}", c.name)))?;
-        let cx = SinkContext { name: c.name.as_str().into(), input, dropped, metrics, shared: shared.clone() };
-        let task = c.config.build(cx).await.map_err(|e| RunError::Build(format!("sink \"{}\" ({}): {e}", c.name, c.type_name)))?;
+        let input = receivers
+            .remove(&c.name)
+            .ok_or_else(|| RunError::Build(format!("no input channel for {}", c.name)))?;
+        let cx = SinkContext {
+            name: c.name.as_str().into(),
+            input,
+            dropped,
+            metrics,
+            shared: shared.clone(),
+        };
+        let task =
+            c.config.build(cx).await.map_err(|e| {
+                RunError::Build(format!("sink \"{}\" ({}): {e}", c.name, c.type_name))
+            })?;
         pending.push((c.name.clone(), task));
     }
     drop(readers);
 
     let health = Arc::new(AtomicU8::new(Health::Starting as u8));
     let api_task = match &cfg.api_address {
-        Some(addr) => Some(api::serve(addr, Arc::clone(&registry), Arc::clone(&health), shared.api.take()).await.map_err(RunError::Build)?),
+        Some(addr) => Some(
+            api::serve(
+                addr,
+                Arc::clone(&registry),
+                Arc::clone(&health),
+                shared.api.take(),
+            )
+            .await
+            .map_err(RunError::Build)?,
+        ),
         None => None,
     };
 
@@ -134,7 +205,8 @@ pub async fn run(cfg: PipelineConfig, opts: RunOptions, stop: CancellationToken)
     let mut first_error: Option<String> = None;
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
-        let sleep_until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365));
+        let sleep_until = deadline
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365));
         tokio::select! {
             joined = tasks.join_next() => {
                 let Some(joined) = joined else { break };

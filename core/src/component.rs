@@ -70,7 +70,10 @@ impl ApiRoutes {
         }
     }
     pub fn take(&self) -> Vec<axum::Router> {
-        self.0.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
+        self.0
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
     }
 }
 
@@ -165,7 +168,10 @@ pub trait FunctionTransform: Send + 'static {
 }
 
 /// Runs a [`FunctionTransform`] as a task: batch in, batch out, dead letters to `.dropped`.
-pub fn run_function_transform<T: FunctionTransform>(mut t: T, cx: TransformContext) -> ComponentTask {
+pub fn run_function_transform<T: FunctionTransform>(
+    mut t: T,
+    cx: TransformContext,
+) -> ComponentTask {
     let TransformContext {
         name,
         mut input,
@@ -210,7 +216,9 @@ pub struct OptionError {
 
 /// Deserializes a component's options (everything but `type` and `inputs`), keeping the path
 /// of the offending option so the config loader can point at its line and column.
-pub fn parse_options<T: serde::de::DeserializeOwned>(options: serde_json::Value) -> Result<T, OptionError> {
+pub fn parse_options<T: serde::de::DeserializeOwned>(
+    options: serde_json::Value,
+) -> Result<T, OptionError> {
     serde_path_to_error::deserialize::<_, T>(options).map_err(|e| {
         let path = e.path().to_string();
         OptionError {

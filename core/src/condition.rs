@@ -44,14 +44,21 @@ pub enum Condition {
 impl ConditionConfig {
     pub fn compile(&self) -> Result<Condition, String> {
         Ok(match self {
-            ConditionConfig::All(c) => Condition::All(c.iter().map(|c| c.compile()).collect::<Result<_, _>>()?),
-            ConditionConfig::Any(c) => Condition::Any(c.iter().map(|c| c.compile()).collect::<Result<_, _>>()?),
+            ConditionConfig::All(c) => {
+                Condition::All(c.iter().map(|c| c.compile()).collect::<Result<_, _>>()?)
+            }
+            ConditionConfig::Any(c) => {
+                Condition::Any(c.iter().map(|c| c.compile()).collect::<Result<_, _>>()?)
+            }
             ConditionConfig::Not(c) => Condition::Not(Box::new(c.compile()?)),
-            ConditionConfig::Equals { field, value } => Condition::Equals(field.clone(), value.clone()),
+            ConditionConfig::Equals { field, value } => {
+                Condition::Equals(field.clone(), value.clone())
+            }
             ConditionConfig::Exists(field) => Condition::Exists(field.clone()),
             ConditionConfig::Matches { field, pattern } => Condition::Matches(
                 field.clone(),
-                Regex::new(pattern).map_err(|e| format!("invalid regex {pattern:?} for field `{field}`: {e}"))?,
+                Regex::new(pattern)
+                    .map_err(|e| format!("invalid regex {pattern:?} for field `{field}`: {e}"))?,
             ),
             ConditionConfig::In { field, values } => Condition::In(field.clone(), values.clone()),
         })
@@ -81,7 +88,10 @@ mod tests {
     use super::*;
 
     fn cond(json: &str) -> Condition {
-        serde_json::from_str::<ConditionConfig>(json).unwrap().compile().unwrap()
+        serde_json::from_str::<ConditionConfig>(json)
+            .unwrap()
+            .compile()
+            .unwrap()
     }
 
     #[test]
@@ -99,7 +109,8 @@ mod tests {
 
     #[test]
     fn invalid_regex_is_reported() {
-        let c: ConditionConfig = serde_json::from_str(r#"{"matches":{"field":"a","pattern":"("}}"#).unwrap();
+        let c: ConditionConfig =
+            serde_json::from_str(r#"{"matches":{"field":"a","pattern":"("}}"#).unwrap();
         assert!(c.compile().unwrap_err().contains("invalid regex"));
     }
 }

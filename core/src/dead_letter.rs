@@ -88,7 +88,12 @@ impl DeadLetter {
 
     /// Turns an event that a transform or sink cannot handle into a dead letter, keeping its
     /// ack token and labels.
-    pub fn from_event(component: &str, reason: &str, message: impl Into<String>, event: Event) -> Event {
+    pub fn from_event(
+        component: &str,
+        reason: &str,
+        message: impl Into<String>,
+        event: Event,
+    ) -> Event {
         let Event { fields, meta } = event;
         let mut dl = DeadLetter::new(component, reason, message).event(fields);
         dl.byte_size = meta.byte_size;

@@ -57,7 +57,10 @@ impl LineFramer {
                 prefix.extend_from_slice(&piece[..want]);
                 prefix.truncate(MAX_RAW_PREFIX);
                 if complete {
-                    f(Frame::TooLong { prefix: &prefix, len });
+                    f(Frame::TooLong {
+                        prefix: &prefix,
+                        len,
+                    });
                 } else {
                     self.oversize = Some((prefix, len));
                 }
@@ -78,7 +81,10 @@ impl LineFramer {
     /// End of input: an unterminated last line is still a record.
     pub fn finish(&mut self, mut f: impl FnMut(Frame<'_>)) {
         if let Some((prefix, len)) = self.oversize.take() {
-            f(Frame::TooLong { prefix: &prefix, len });
+            f(Frame::TooLong {
+                prefix: &prefix,
+                len,
+            });
         } else if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
             f(Frame::Line(&line));
@@ -106,7 +112,10 @@ mod tests {
 
     #[test]
     fn lines_split_across_chunks_are_joined() {
-        assert_eq!(frames(&[b"ab", b"c\nde", b"f\n", b"g"], 100), ["abc", "def", "g"]);
+        assert_eq!(
+            frames(&[b"ab", b"c\nde", b"f\n", b"g"], 100),
+            ["abc", "def", "g"]
+        );
     }
 
     #[test]

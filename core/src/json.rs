@@ -195,7 +195,9 @@ impl<'de> Visitor<'de> for StrictSeed {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let depth = self.depth + 1;
         if depth > MAX_NESTING_DEPTH {
-            return Err(de::Error::custom(format!("{TOO_DEEP} {MAX_NESTING_DEPTH} levels")));
+            return Err(de::Error::custom(format!(
+                "{TOO_DEEP} {MAX_NESTING_DEPTH} levels"
+            )));
         }
         let mut out = Vec::new();
         while let Some(v) = seq.next_element_seed(StrictSeed { depth })? {
@@ -206,7 +208,9 @@ impl<'de> Visitor<'de> for StrictSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let depth = self.depth + 1;
         if depth > MAX_NESTING_DEPTH {
-            return Err(de::Error::custom(format!("{TOO_DEEP} {MAX_NESTING_DEPTH} levels")));
+            return Err(de::Error::custom(format!(
+                "{TOO_DEEP} {MAX_NESTING_DEPTH} levels"
+            )));
         }
         let mut out = Object::new();
         while let Some(key) = map.next_key::<String>()? {
@@ -245,7 +249,10 @@ mod tests {
 
     #[test]
     fn blank_lines_are_ignored() {
-        assert!(matches!(decode_record(b"  \t \r", 100).unwrap(), Decoded::Blank));
+        assert!(matches!(
+            decode_record(b"  \t \r", 100).unwrap(),
+            Decoded::Blank
+        ));
     }
 
     #[test]
@@ -267,7 +274,10 @@ mod tests {
         let ok = format!("{{\"a\":{}}}", deep(64));
         assert!(decode_record(ok.as_bytes(), 1 << 20).is_ok());
         let bad = format!("{{\"a\":{}}}", deep(65));
-        assert_eq!(decode_record(bad.as_bytes(), 1 << 20).unwrap_err().reason, "nesting_too_deep");
+        assert_eq!(
+            decode_record(bad.as_bytes(), 1 << 20).unwrap_err().reason,
+            "nesting_too_deep"
+        );
     }
 
     #[test]

@@ -32,7 +32,8 @@ impl ComponentMetrics {
         self.sent_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
     pub fn add_dead_lettered(&self, events: u64) {
-        self.dead_lettered_events.fetch_add(events, Ordering::Relaxed);
+        self.dead_lettered_events
+            .fetch_add(events, Ordering::Relaxed);
     }
     pub fn add_discarded(&self, events: u64) {
         self.discarded_events.fetch_add(events, Ordering::Relaxed);
@@ -123,7 +124,8 @@ impl MetricsRegistry {
 
     fn set_help(&self, name: &str, help: &str) {
         if let Ok(mut h) = self.help.lock() {
-            h.entry(name.to_string()).or_insert_with(|| help.to_string());
+            h.entry(name.to_string())
+                .or_insert_with(|| help.to_string());
         }
     }
 
@@ -132,12 +134,36 @@ impl MetricsRegistry {
         let mut out = String::new();
         let comps = self.components.lock().expect("metrics lock").clone();
         let standard: [(&str, &str, fn(&ComponentMetrics) -> u64); 6] = [
-            ("sessiontrail_component_received_events_total", "Events received by the component.", |m| m.received_events.load(Ordering::Relaxed)),
-            ("sessiontrail_component_received_bytes_total", "Bytes received by the component (as read).", |m| m.received_bytes.load(Ordering::Relaxed)),
-            ("sessiontrail_component_sent_events_total", "Events sent downstream or delivered by the component.", |m| m.sent_events.load(Ordering::Relaxed)),
-            ("sessiontrail_component_sent_bytes_total", "Bytes sent or delivered by the component.", |m| m.sent_bytes.load(Ordering::Relaxed)),
-            ("sessiontrail_component_dead_lettered_events_total", "Events sent to the component's .dropped output.", |m| m.dead_lettered_events.load(Ordering::Relaxed)),
-            ("sessiontrail_component_discarded_events_total", "Events dropped on purpose (filtered, duplicates).", |m| m.discarded_events.load(Ordering::Relaxed)),
+            (
+                "sessiontrail_component_received_events_total",
+                "Events received by the component.",
+                |m| m.received_events.load(Ordering::Relaxed),
+            ),
+            (
+                "sessiontrail_component_received_bytes_total",
+                "Bytes received by the component (as read).",
+                |m| m.received_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "sessiontrail_component_sent_events_total",
+                "Events sent downstream or delivered by the component.",
+                |m| m.sent_events.load(Ordering::Relaxed),
+            ),
+            (
+                "sessiontrail_component_sent_bytes_total",
+                "Bytes sent or delivered by the component.",
+                |m| m.sent_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "sessiontrail_component_dead_lettered_events_total",
+                "Events sent to the component's .dropped output.",
+                |m| m.dead_lettered_events.load(Ordering::Relaxed),
+            ),
+            (
+                "sessiontrail_component_discarded_events_total",
+                "Events dropped on purpose (filtered, duplicates).",
+                |m| m.discarded_events.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, get) in standard {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -152,7 +178,10 @@ impl MetricsRegistry {
             }
         }
         let name = "sessiontrail_component_errors_total";
-        let _ = writeln!(out, "# HELP {name} Errors by component and kind.\n# TYPE {name} counter");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Errors by component and kind.\n# TYPE {name} counter"
+        );
         for (cname, kind, m) in &comps {
             for (err, n) in m.errors() {
                 let _ = writeln!(
@@ -168,13 +197,23 @@ impl MetricsRegistry {
         for (name, series) in self.counters.lock().expect("metrics lock").iter() {
             header(&mut out, name, help.get(name), "counter");
             for (labels, c) in series {
-                let _ = writeln!(out, "{name}{} {}", fmt_labels(labels), c.load(Ordering::Relaxed));
+                let _ = writeln!(
+                    out,
+                    "{name}{} {}",
+                    fmt_labels(labels),
+                    c.load(Ordering::Relaxed)
+                );
             }
         }
         for (name, series) in self.gauges.lock().expect("metrics lock").iter() {
             header(&mut out, name, help.get(name), "gauge");
             for (labels, g) in series {
-                let _ = writeln!(out, "{name}{} {}", fmt_labels(labels), g.load(Ordering::Relaxed));
+                let _ = writeln!(
+                    out,
+                    "{name}{} {}",
+                    fmt_labels(labels),
+                    g.load(Ordering::Relaxed)
+                );
             }
         }
         let mut last = String::new();
@@ -209,7 +248,9 @@ fn fmt_labels(labels: &Labels) -> String {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -222,8 +263,12 @@ mod tests {
         let m = reg.component("in", "stdin");
         m.add_received(3, 30);
         m.add_error("invalid_json");
-        reg.counter("sessiontrail_redactions_total", "Redactions.", &[("detector", "jwt")])
-            .fetch_add(2, Ordering::Relaxed);
+        reg.counter(
+            "sessiontrail_redactions_total",
+            "Redactions.",
+            &[("detector", "jwt")],
+        )
+        .fetch_add(2, Ordering::Relaxed);
         let text = reg.render();
         assert!(text.contains(
             "sessiontrail_component_received_events_total{component=\"in\",component_type=\"stdin\"} 3"

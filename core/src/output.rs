@@ -77,7 +77,10 @@ impl Output {
                 }
                 Ok(())
             }
-            1 => self.senders[0].send(batch).await.map_err(|e| OutputClosed(e.0)),
+            1 => self.senders[0]
+                .send(batch)
+                .await
+                .map_err(|e| OutputClosed(e.0)),
             _ => {
                 // Reserve room in every channel first so a closed or full consumer never
                 // leaves the batch half-delivered to the others.
@@ -182,11 +185,15 @@ impl Output {
     /// A gauge of the consumer channels' fill (0 empty .. 1 full). It holds weak senders so
     /// that it never keeps a channel open after the output is gone.
     pub fn fill_gauge(&self) -> impl Fn() -> f64 + Send + Sync + 'static {
-        let weak: Vec<mpsc::WeakSender<EventBatch>> = self.senders.iter().map(|s| s.downgrade()).collect();
+        let weak: Vec<mpsc::WeakSender<EventBatch>> =
+            self.senders.iter().map(|s| s.downgrade()).collect();
         move || {
-            let (used, cap) = weak.iter().filter_map(|w| w.upgrade()).fold((0, 0), |(u, c), s| {
-                (u + s.max_capacity() - s.capacity(), c + s.max_capacity())
-            });
+            let (used, cap) = weak
+                .iter()
+                .filter_map(|w| w.upgrade())
+                .fold((0, 0), |(u, c), s| {
+                    (u + s.max_capacity() - s.capacity(), c + s.max_capacity())
+                });
             if cap == 0 {
                 0.0
             } else {

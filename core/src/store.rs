@@ -158,6 +158,9 @@ mod tests {
         let a = store.namespace("file/a");
         assert_eq!(a.get(b"k").unwrap(), None);
         assert_eq!(a.scan().unwrap(), vec![(b"x".to_vec(), b"3".to_vec())]);
-        assert_eq!(store.namespace("file/b").get(b"k").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(
+            store.namespace("file/b").get(b"k").unwrap(),
+            Some(b"2".to_vec())
+        );
     }
 }

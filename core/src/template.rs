@@ -32,7 +32,9 @@ pub enum TemplateError {
 impl std::fmt::Display for TemplateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TemplateError::MissingField(p) => write!(f, "template field `{p}` is missing from the event"),
+            TemplateError::MissingField(p) => {
+                write!(f, "template field `{p}` is missing from the event")
+            }
         }
     }
 }
@@ -95,7 +97,11 @@ impl Template {
     /// Renders the template. With `path_safe`, field values cannot escape a directory:
     /// `/`, `\`, NUL and a leading `.` are replaced by `_`.
     pub fn render(&self, event: &Event, path_safe: bool) -> Result<String, TemplateError> {
-        let time = if self.has_strftime { Some(event_time(event)) } else { None };
+        let time = if self.has_strftime {
+            Some(event_time(event))
+        } else {
+            None
+        };
         let mut out = String::new();
         for p in &self.parts {
             match p {

@@ -17,7 +17,9 @@ impl SinkConfig for BlackholeConfig {
                 let bytes = batch.iter().map(|e| e.meta.byte_size).sum::<usize>() as u64;
                 cx.metrics.add_received(batch.len() as u64, bytes);
                 cx.metrics.add_sent(batch.len() as u64, bytes);
-                batch.into_iter().for_each(|e| e.ack(DeliveryStatus::Delivered));
+                batch
+                    .into_iter()
+                    .for_each(|e| e.ack(DeliveryStatus::Delivered));
             }
             Ok(())
         }))

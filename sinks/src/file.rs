@@ -82,7 +82,12 @@ impl Writer {
     }
 
     fn evict_oldest(&mut self) {
-        if let Some(oldest) = self.files.iter().min_by_key(|(_, (_, r))| *r).map(|(p, _)| p.clone()) {
+        if let Some(oldest) = self
+            .files
+            .iter()
+            .min_by_key(|(_, (_, r))| *r)
+            .map(|(p, _)| p.clone())
+        {
             self.files.remove(&oldest);
         }
     }
@@ -90,7 +95,9 @@ impl Writer {
 
 async fn run(template: Template, fsync: bool, mut cx: SinkContext) -> Result<(), ComponentError> {
     let name = Arc::clone(&cx.name);
-    let static_path = template.is_static().then(|| PathBuf::from(template.source()));
+    let static_path = template
+        .is_static()
+        .then(|| PathBuf::from(template.source()));
     let mut writer = Some(Writer {
         files: HashMap::new(),
         round: 0,
@@ -110,7 +117,12 @@ async fn run(template: Template, fsync: bool, mut cx: SinkContext) -> Result<(),
                     None => match template.render(&e, true) {
                         Ok(p) => PathBuf::from(p),
                         Err(err) => {
-                            dead.push(DeadLetter::from_event(&name, "template_error", err.to_string(), e));
+                            dead.push(DeadLetter::from_event(
+                                &name,
+                                "template_error",
+                                err.to_string(),
+                                e,
+                            ));
                             continue;
                         }
                     },
@@ -131,7 +143,9 @@ async fn run(template: Template, fsync: bool, mut cx: SinkContext) -> Result<(),
         }
         let bytes_in = delivered.iter().map(|e| e.meta.byte_size).sum::<usize>() as u64;
         cx.metrics.add_received(delivered.len() as u64, bytes_in);
-        let mut w = writer.take().ok_or_else(|| ComponentError(format!("sink {name}: writer lost")))?;
+        let mut w = writer
+            .take()
+            .ok_or_else(|| ComponentError(format!("sink {name}: writer lost")))?;
         let (w, result) = tokio::task::spawn_blocking(move || {
             let r = w.write(&buffers);
             (w, r)
@@ -141,10 +155,14 @@ async fn run(template: Template, fsync: bool, mut cx: SinkContext) -> Result<(),
         writer = Some(w);
         if let Err(e) = result {
             // Not acknowledged: the sources keep their checkpoints before these events.
-            return Err(ComponentError(format!("sink {name}: writing output file: {e}")));
+            return Err(ComponentError(format!(
+                "sink {name}: writing output file: {e}"
+            )));
         }
         cx.metrics.add_sent(delivered.len() as u64, size as u64);
-        delivered.into_iter().for_each(|e| e.ack(DeliveryStatus::Delivered));
+        delivered
+            .into_iter()
+            .for_each(|e| e.ack(DeliveryStatus::Delivered));
         if !dead.is_empty() {
             cx.dropped
                 .send_dead_letters(dead)

@@ -12,7 +12,10 @@ pub mod stdout;
 pub const KINDS: &[&str] = &["blackhole", "file", "stdout"];
 
 /// Builds the config of a sink of type `kind`; `None` if the type is unknown.
-pub fn parse(kind: &str, options: serde_json::Value) -> Option<Result<Box<dyn SinkConfig>, OptionError>> {
+pub fn parse(
+    kind: &str,
+    options: serde_json::Value,
+) -> Option<Result<Box<dyn SinkConfig>, OptionError>> {
     fn boxed<T: SinkConfig + serde::de::DeserializeOwned + 'static>(
         v: serde_json::Value,
     ) -> Result<Box<dyn SinkConfig>, OptionError> {

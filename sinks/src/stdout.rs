@@ -38,10 +38,17 @@ async fn run(mut cx: SinkContext) -> Result<(), ComponentError> {
         match written {
             Ok(()) => {
                 cx.metrics.add_sent(batch.len() as u64, buf.len() as u64);
-                batch.into_iter().for_each(|e| e.ack(DeliveryStatus::Delivered));
+                batch
+                    .into_iter()
+                    .for_each(|e| e.ack(DeliveryStatus::Delivered));
             }
             // A closed pipe (`| head`) is not worth a crash loop; the events are not delivered.
-            Err(e) => return Err(ComponentError(format!("sink {}: writing to stdout: {e}", cx.name))),
+            Err(e) => {
+                return Err(ComponentError(format!(
+                    "sink {}: writing to stdout: {e}",
+                    cx.name
+                )))
+            }
         }
     }
     Ok(())

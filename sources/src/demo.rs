@@ -46,13 +46,18 @@ async fn run(config: DemoConfig, cx: SourceContext) -> Result<(), ComponentError
         .rate
         .filter(|r| *r > 0.0)
         .map(|r| std::time::Duration::from_secs_f64(1.0 / r));
-    let start = Utc.with_ymd_and_hms(2025, 3, 10, 8, 0, 0).single().unwrap_or_else(Utc::now);
+    let start = Utc
+        .with_ymd_and_hms(2025, 3, 10, 8, 0, 0)
+        .single()
+        .unwrap_or_else(Utc::now);
     let mut pending_end: Option<Value> = None;
     loop {
         if cx.shared.shutdown.is_cancelled() || config.count.is_some_and(|c| emitted >= c) {
             break;
         }
-        let room = config.count.map_or(BATCH_EVENTS as u64, |c| (c - emitted).min(BATCH_EVENTS as u64));
+        let room = config.count.map_or(BATCH_EVENTS as u64, |c| {
+            (c - emitted).min(BATCH_EVENTS as u64)
+        });
         let room = if interval.is_some() { 1 } else { room };
         let mut batch = Vec::with_capacity(room as usize);
         for _ in 0..room {
@@ -60,7 +65,11 @@ async fn run(config: DemoConfig, cx: SourceContext) -> Result<(), ComponentError
                 Some(end) => end,
                 None => {
                     let t = start + Duration::seconds(emitted as i64 * 7);
-                    let sid = format!("{:08x}-0000-4000-8000-{:012x}", rng.random::<u32>(), emitted);
+                    let sid = format!(
+                        "{:08x}-0000-4000-8000-{:012x}",
+                        rng.random::<u32>(),
+                        emitted
+                    );
                     let user = format!("CORP\\user{}", rng.random_range(1..50));
                     let host = format!("HOST-{:02}", rng.random_range(1..10));
                     pending_end = Some(json!({

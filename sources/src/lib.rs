@@ -12,7 +12,10 @@ pub const KINDS: &[&str] = &["demo", "stdin"];
 
 /// Builds the config of a source of type `kind` from its options; `None` if the type is
 /// unknown.
-pub fn parse(kind: &str, options: serde_json::Value) -> Option<Result<Box<dyn SourceConfig>, OptionError>> {
+pub fn parse(
+    kind: &str,
+    options: serde_json::Value,
+) -> Option<Result<Box<dyn SourceConfig>, OptionError>> {
     fn boxed<T: SourceConfig + serde::de::DeserializeOwned + 'static>(
         v: serde_json::Value,
     ) -> Result<Box<dyn SourceConfig>, OptionError> {

@@ -65,7 +65,9 @@ pub async fn run<R: tokio::io::AsyncRead + Unpin>(
         events: Vec::with_capacity(BATCH_EVENTS),
         dead: Vec::new(),
     };
-    let stop = |e: sessiontrail_core::output::OutputClosed| ComponentError(format!("source {}: {e}", cx.name));
+    let stop = |e: sessiontrail_core::output::OutputClosed| {
+        ComponentError(format!("source {}: {e}", cx.name))
+    };
     loop {
         let n = tokio::select! {
             biased;
@@ -97,15 +99,22 @@ impl LineDecoder {
         *line_no += 1;
         match frame {
             Frame::TooLong { prefix, len } => self.dead.push(
-                DeadLetter::new(&self.name, "record_too_large", format!("line is {len} bytes, the limit is {}", self.max))
-                    .raw_prefix(prefix, len)
-                    .with("line", *line_no)
-                    .build(Arc::clone(&self.name)),
+                DeadLetter::new(
+                    &self.name,
+                    "record_too_large",
+                    format!("line is {len} bytes, the limit is {}", self.max),
+                )
+                .raw_prefix(prefix, len)
+                .with("line", *line_no)
+                .build(Arc::clone(&self.name)),
             ),
             Frame::Line(line) => match self.decoding {
                 Decoding::Ndjson => match decode_record(line, self.max) {
                     Ok(Decoded::Blank) => {}
-                    Ok(Decoded::Record(obj)) => self.events.push(Event::new(obj, Arc::clone(&self.name), line.len())),
+                    Ok(Decoded::Record(obj)) => {
+                        self.events
+                            .push(Event::new(obj, Arc::clone(&self.name), line.len()))
+                    }
                     Err(e) => self.dead.push(
                         DeadLetter::new(&self.name, e.reason, e.message)
                             .raw(line)
@@ -121,19 +130,28 @@ impl LineDecoder {
                             obj.insert("message".into(), s.into());
                         }
                         Err(_) => {
-                            obj.insert("message".into(), String::from_utf8_lossy(line).into_owned().into());
+                            obj.insert(
+                                "message".into(),
+                                String::from_utf8_lossy(line).into_owned().into(),
+                            );
                             obj.insert("invalid_utf8".into(), true.into());
                         }
                     }
-                    self.events.push(Event::new(obj, Arc::clone(&self.name), line.len()));
+                    self.events
+                        .push(Event::new(obj, Arc::clone(&self.name), line.len()));
                 }
             },
         }
     }
 
-    async fn flush(&mut self, cx: &SourceContext) -> Result<(), sessiontrail_core::output::OutputClosed> {
+    async fn flush(
+        &mut self,
+        cx: &SourceContext,
+    ) -> Result<(), sessiontrail_core::output::OutputClosed> {
         if !self.dead.is_empty() {
-            cx.dropped.send_dead_letters(std::mem::take(&mut self.dead)).await?;
+            cx.dropped
+                .send_dead_letters(std::mem::take(&mut self.dead))
+                .await?;
         }
         while !self.events.is_empty() {
             let take = self.events.len().min(BATCH_EVENTS);

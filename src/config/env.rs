@@ -11,7 +11,10 @@ pub struct EnvError {
     pub message: String,
 }
 
-pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<EnvError>> {
+pub fn expand(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, Vec<EnvError>> {
     let mut out = String::with_capacity(text.len());
     let mut errors = Vec::new();
     for (idx, line) in text.split_inclusive('\n').enumerate() {
@@ -39,7 +42,10 @@ pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Str
             };
             let pos = Pos { line: idx + 1, col };
             let Some(end) = body.find('}') else {
-                errors.push(EnvError { pos, message: "unclosed `${`: write `${NAME}`, or `$$` for a literal `$`".into() });
+                errors.push(EnvError {
+                    pos,
+                    message: "unclosed `${`: write `${NAME}`, or `$$` for a literal `$`".into(),
+                });
                 out.push_str(&rest[i..]);
                 rest = "";
                 break;
@@ -56,7 +62,10 @@ pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Str
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !name.starts_with(|c: char| c.is_ascii_digit());
             if !valid {
-                errors.push(EnvError { pos, message: format!("invalid variable name {name:?} in `${{{expr}}}`") });
+                errors.push(EnvError {
+                    pos,
+                    message: format!("invalid variable name {name:?} in `${{{expr}}}`"),
+                });
             } else {
                 let value = match (lookup(name), op) {
                     (Some(v), ":-") if v.is_empty() => Some(arg.to_string()),
@@ -64,7 +73,10 @@ pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Str
                     (None, ":-") => Some(arg.to_string()),
                     (None, ":?") => {
                         let why = if arg.is_empty() { "is required" } else { arg };
-                        errors.push(EnvError { pos, message: format!("environment variable {name} is not set: {why}") });
+                        errors.push(EnvError {
+                            pos,
+                            message: format!("environment variable {name} is not set: {why}"),
+                        });
                         None
                     }
                     (None, _) => {
@@ -111,13 +123,21 @@ mod tests {
 
     #[test]
     fn expands_defaults_and_escapes() {
-        let out = expand("a: ${TOKEN}\nb: ${NOPE:-x}\nc: ${EMPTY:-d}\nd: $$HOME\n# ${UNSET}\n", &env).unwrap();
+        let out = expand(
+            "a: ${TOKEN}\nb: ${NOPE:-x}\nc: ${EMPTY:-d}\nd: $$HOME\n# ${UNSET}\n",
+            &env,
+        )
+        .unwrap();
         assert_eq!(out, "a: s3cr3t\nb: x\nc: d\nd: $HOME\n# ${UNSET}\n");
     }
 
     #[test]
     fn unset_and_required_variables_are_errors_with_positions() {
-        let errs = expand("x: 1\ny: ${NOPE}\nz: ${ALSO:?set ALSO to the bucket}\n", &env).unwrap_err();
+        let errs = expand(
+            "x: 1\ny: ${NOPE}\nz: ${ALSO:?set ALSO to the bucket}\n",
+            &env,
+        )
+        .unwrap_err();
         assert_eq!(errs.len(), 2);
         assert_eq!((errs[0].pos.line, errs[0].pos.col), (2, 4));
         assert!(errs[0].message.contains("NOPE is not set"));

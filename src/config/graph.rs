@@ -18,13 +18,34 @@ pub struct Node<'a> {
 pub fn nodes(cfg: &PipelineConfig) -> Vec<Node<'_>> {
     let mut out = Vec::new();
     for c in &cfg.sources {
-        out.push(Node { name: &c.name, kind: Kind::Source, type_name: &c.type_name, inputs: &c.inputs, file: &c.file, pos: c.pos });
+        out.push(Node {
+            name: &c.name,
+            kind: Kind::Source,
+            type_name: &c.type_name,
+            inputs: &c.inputs,
+            file: &c.file,
+            pos: c.pos,
+        });
     }
     for c in &cfg.transforms {
-        out.push(Node { name: &c.name, kind: Kind::Transform, type_name: &c.type_name, inputs: &c.inputs, file: &c.file, pos: c.pos });
+        out.push(Node {
+            name: &c.name,
+            kind: Kind::Transform,
+            type_name: &c.type_name,
+            inputs: &c.inputs,
+            file: &c.file,
+            pos: c.pos,
+        });
     }
     for c in &cfg.sinks {
-        out.push(Node { name: &c.name, kind: Kind::Sink, type_name: &c.type_name, inputs: &c.inputs, file: &c.file, pos: c.pos });
+        out.push(Node {
+            name: &c.name,
+            kind: Kind::Sink,
+            type_name: &c.type_name,
+            inputs: &c.inputs,
+            file: &c.file,
+            pos: c.pos,
+        });
     }
     out
 }
@@ -46,13 +67,26 @@ pub fn check(cfg: &PipelineConfig) -> Vec<ConfigError> {
     let nodes = nodes(cfg);
     let outputs = outputs(&nodes);
     let mut errors = Vec::new();
-    let err = |n: &Node<'_>, pos: Pos, message: String| ConfigError { file: n.file.to_string(), pos, message };
+    let err = |n: &Node<'_>, pos: Pos, message: String| ConfigError {
+        file: n.file.to_string(),
+        pos,
+        message,
+    };
 
     if cfg.sources.is_empty() {
-        errors.push(ConfigError { file: nodes.first().map_or("<config>", |n| n.file).to_string(), pos: Pos { line: 1, col: 1 }, message: "the pipeline has no sources; add one under `sources:`".into() });
+        errors.push(ConfigError {
+            file: nodes.first().map_or("<config>", |n| n.file).to_string(),
+            pos: Pos { line: 1, col: 1 },
+            message: "the pipeline has no sources; add one under `sources:`".into(),
+        });
     }
     if cfg.sinks.is_empty() {
-        errors.push(ConfigError { file: nodes.first().map_or("<config>", |n| n.file).to_string(), pos: Pos { line: 1, col: 1 }, message: "the pipeline has no sinks; add one under `sinks:` (e.g. `type: stdout`)".into() });
+        errors.push(ConfigError {
+            file: nodes.first().map_or("<config>", |n| n.file).to_string(),
+            pos: Pos { line: 1, col: 1 },
+            message: "the pipeline has no sinks; add one under `sinks:` (e.g. `type: stdout`)"
+                .into(),
+        });
     }
 
     // Inputs exist.
@@ -61,13 +95,25 @@ pub fn check(cfg: &PipelineConfig) -> Vec<ConfigError> {
             if outputs.contains_key(&input.name) {
                 continue;
             }
-            let mut m = format!("{} \"{}\" reads from unknown input \"{}\"", n.kind.word(), n.name, input.name);
-            if nodes.iter().any(|s| s.kind == Kind::Sink && s.name == input.name) {
+            let mut m = format!(
+                "{} \"{}\" reads from unknown input \"{}\"",
+                n.kind.word(),
+                n.name,
+                input.name
+            );
+            if nodes
+                .iter()
+                .any(|s| s.kind == Kind::Sink && s.name == input.name)
+            {
                 m = format!("{} \"{}\" reads from sink \"{}\", which has no output; use \"{}.dropped\" for its dead letters", n.kind.word(), n.name, input.name, input.name);
             } else if let Some(s) = did_you_mean(&input.name, outputs.keys().map(String::as_str)) {
                 m.push_str(&format!("; did you mean \"{s}\"?"));
             } else {
-                let known: Vec<&str> = outputs.iter().filter(|(_, k)| **k == "main").map(|(n, _)| n.as_str()).collect();
+                let known: Vec<&str> = outputs
+                    .iter()
+                    .filter(|(_, k)| **k == "main")
+                    .map(|(n, _)| n.as_str())
+                    .collect();
                 m.push_str(&format!("; known outputs: {}", known.join(", ")));
             }
             errors.push(err(n, input.pos, m));
@@ -75,7 +121,10 @@ pub fn check(cfg: &PipelineConfig) -> Vec<ConfigError> {
     }
 
     // Every source and transform output is read by someone.
-    let consumed: BTreeSet<&str> = nodes.iter().flat_map(|n| n.inputs.iter().map(|i| i.name.as_str())).collect();
+    let consumed: BTreeSet<&str> = nodes
+        .iter()
+        .flat_map(|n| n.inputs.iter().map(|i| i.name.as_str()))
+        .collect();
     for n in &nodes {
         if n.kind != Kind::Sink && !consumed.contains(n.name) {
             errors.push(err(n, n.pos, format!("the output of {} \"{}\" goes nowhere: list \"{}\" in the `inputs` of a transform or sink", n.kind.word(), n.name, n.name)));
@@ -108,10 +157,18 @@ pub fn check(cfg: &PipelineConfig) -> Vec<ConfigError> {
                 let c = consumers[node][next];
                 if state[c] == 1 {
                     let from = path.iter().position(|&p| p == c).unwrap_or(0);
-                    let mut cycle: Vec<&str> = path[from..].iter().map(|&i| nodes[i].name).collect();
+                    let mut cycle: Vec<&str> =
+                        path[from..].iter().map(|&i| nodes[i].name).collect();
                     cycle.push(nodes[c].name);
                     let n = &nodes[c];
-                    errors.push(err(n, n.pos, format!("the pipeline has a cycle: {}; events must flow from sources to sinks", cycle.join(" -> "))));
+                    errors.push(err(
+                        n,
+                        n.pos,
+                        format!(
+                            "the pipeline has a cycle: {}; events must flow from sources to sinks",
+                            cycle.join(" -> ")
+                        ),
+                    ));
                     reported = true;
                     break;
                 }
@@ -141,9 +198,16 @@ pub fn describe(cfg: &PipelineConfig) -> String {
     for n in &nodes {
         let readers: Vec<String> = nodes
             .iter()
-            .filter(|r| r.inputs.iter().any(|i| i.name == n.name || i.name == format!("{}.dropped", n.name)))
+            .filter(|r| {
+                r.inputs
+                    .iter()
+                    .any(|i| i.name == n.name || i.name == format!("{}.dropped", n.name))
+            })
             .map(|r| {
-                let dropped = r.inputs.iter().any(|i| i.name == format!("{}.dropped", n.name));
+                let dropped = r
+                    .inputs
+                    .iter()
+                    .any(|i| i.name == format!("{}.dropped", n.name));
                 if dropped {
                     format!("{} (dead letters)", r.name)
                 } else {
@@ -151,8 +215,17 @@ pub fn describe(cfg: &PipelineConfig) -> String {
                 }
             })
             .collect();
-        let arrow = if readers.is_empty() { String::new() } else { format!(" -> {}", readers.join(", ")) };
-        out.push_str(&format!("  {:<9} {:<20} {:<22}{arrow}\n", n.kind.word(), n.name, format!("({})", n.type_name)));
+        let arrow = if readers.is_empty() {
+            String::new()
+        } else {
+            format!(" -> {}", readers.join(", "))
+        };
+        out.push_str(&format!(
+            "  {:<9} {:<20} {:<22}{arrow}\n",
+            n.kind.word(),
+            n.name,
+            format!("({})", n.type_name)
+        ));
     }
     out
 }

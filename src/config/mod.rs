@@ -26,7 +26,11 @@ pub struct ConfigError {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.pos.line, self.pos.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.pos.line, self.pos.col, self.message
+        )
     }
 }
 
@@ -112,7 +116,10 @@ pub fn load(paths: &[PathBuf]) -> Result<PipelineConfig, Vec<ConfigError>> {
 }
 
 /// Loads pipeline texts `(file name, contents)`; separated from [`load`] for tests.
-pub fn load_texts(files: &[(String, String)], lookup: &dyn Fn(&str) -> Option<String>) -> Result<PipelineConfig, Vec<ConfigError>> {
+pub fn load_texts(
+    files: &[(String, String)],
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<PipelineConfig, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut cfg = PipelineConfig {
         data_dir: PathBuf::from("./data"),
@@ -125,7 +132,11 @@ pub fn load_texts(files: &[(String, String)], lookup: &dyn Fn(&str) -> Option<St
     let mut names: BTreeMap<String, (String, Pos)> = BTreeMap::new();
 
     for (file, text) in files {
-        let err = |pos: Pos, message: String| ConfigError { file: file.clone(), pos, message };
+        let err = |pos: Pos, message: String| ConfigError {
+            file: file.clone(),
+            pos,
+            message,
+        };
         let expanded = match env::expand(text, lookup) {
             Ok(t) => t,
             Err(errs) => {
@@ -141,36 +152,66 @@ pub fn load_texts(files: &[(String, String)], lookup: &dyn Fn(&str) -> Option<St
             }
         };
         let Value::Object(root) = root else {
-            errors.push(err(Pos { line: 1, col: 1 }, "a pipeline file must be a YAML mapping with `sources`, `transforms` and `sinks`".into()));
+            errors.push(err(
+                Pos { line: 1, col: 1 },
+                "a pipeline file must be a YAML mapping with `sources`, `transforms` and `sinks`"
+                    .into(),
+            ));
             continue;
         };
-        let key_pos = |path: &str| positions.keys.get(path).copied().unwrap_or(Pos { line: 1, col: 1 });
-        let value_pos = |path: &str| positions.values.get(path).copied().unwrap_or_else(|| key_pos(path));
+        let key_pos = |path: &str| {
+            positions
+                .keys
+                .get(path)
+                .copied()
+                .unwrap_or(Pos { line: 1, col: 1 })
+        };
+        let value_pos = |path: &str| {
+            positions
+                .values
+                .get(path)
+                .copied()
+                .unwrap_or_else(|| key_pos(path))
+        };
         for (key, value) in &root {
             match key.as_str() {
-                "data_dir" => match value.as_str() {
-                    Some(d) => {
-                        if let Some((f, p)) = &data_dir_set {
-                            errors.push(err(key_pos(key), format!("data_dir is set twice (also at {f}:{}:{}); set it in one file", p.line, p.col)));
+                "data_dir" => {
+                    match value.as_str() {
+                        Some(d) => {
+                            if let Some((f, p)) = &data_dir_set {
+                                errors.push(err(key_pos(key), format!("data_dir is set twice (also at {f}:{}:{}); set it in one file", p.line, p.col)));
+                            }
+                            cfg.data_dir = PathBuf::from(d);
+                            data_dir_set = Some((file.clone(), key_pos(key)));
                         }
-                        cfg.data_dir = PathBuf::from(d);
-                        data_dir_set = Some((file.clone(), key_pos(key)));
+                        None => errors.push(err(
+                            value_pos(key),
+                            "data_dir must be a path (a string)".into(),
+                        )),
                     }
-                    None => errors.push(err(value_pos(key), "data_dir must be a path (a string)".into())),
-                },
+                }
                 "api" => match value {
                     Value::Object(api) => {
                         for (k, v) in api {
                             let p = format!("api.{k}");
                             match (k.as_str(), v.as_str()) {
                                 ("address", Some(a)) => cfg.api_address = Some(a.to_string()),
-                                ("address", None) => errors.push(err(value_pos(&p), "api.address must be a string like \"127.0.0.1:8686\"".into())),
-                                _ => errors.push(err(key_pos(&p), unknown_option(k, "the api section", API_KEYS))),
+                                ("address", None) => errors.push(err(
+                                    value_pos(&p),
+                                    "api.address must be a string like \"127.0.0.1:8686\"".into(),
+                                )),
+                                _ => errors.push(err(
+                                    key_pos(&p),
+                                    unknown_option(k, "the api section", API_KEYS),
+                                )),
                             }
                         }
                     }
                     Value::Null => {}
-                    _ => errors.push(err(value_pos(key), "api must be a mapping, e.g. `api: { address: 127.0.0.1:8686 }`".into())),
+                    _ => errors.push(err(
+                        value_pos(key),
+                        "api must be a mapping, e.g. `api: { address: 127.0.0.1:8686 }`".into(),
+                    )),
                 },
                 "sources" | "transforms" | "sinks" => {
                     let kind = match key.as_str() {
@@ -180,7 +221,12 @@ pub fn load_texts(files: &[(String, String)], lookup: &dyn Fn(&str) -> Option<St
                     };
                     let Some(section) = value.as_object() else {
                         if !value.is_null() {
-                            errors.push(err(value_pos(key), format!("{key} must be a mapping of component names to their options")));
+                            errors.push(err(
+                                value_pos(key),
+                                format!(
+                                    "{key} must be a mapping of component names to their options"
+                                ),
+                            ));
                         }
                         continue;
                     };
@@ -196,16 +242,24 @@ pub fn load_texts(files: &[(String, String)], lookup: &dyn Fn(&str) -> Option<St
                             errors.push(err(pos, e));
                             continue;
                         }
-                        let loader = ComponentLoader { file, positions: &positions, path: &path, name, kind };
+                        let loader = ComponentLoader {
+                            file,
+                            positions: &positions,
+                            path: &path,
+                            name,
+                            kind,
+                        };
                         match kind {
                             Kind::Source => match loader.load(body, sessiontrail_sources::parse) {
                                 Ok(c) => cfg.sources.push(c),
                                 Err(e) => errors.extend(e),
                             },
-                            Kind::Transform => match loader.load(body, sessiontrail_transforms::parse) {
-                                Ok(c) => cfg.transforms.push(c),
-                                Err(e) => errors.extend(e),
-                            },
+                            Kind::Transform => {
+                                match loader.load(body, sessiontrail_transforms::parse) {
+                                    Ok(c) => cfg.transforms.push(c),
+                                    Err(e) => errors.extend(e),
+                                }
+                            }
                             Kind::Sink => match loader.load(body, sessiontrail_sinks::parse) {
                                 Ok(c) => cfg.sinks.push(c),
                                 Err(e) => errors.extend(e),
@@ -213,7 +267,10 @@ pub fn load_texts(files: &[(String, String)], lookup: &dyn Fn(&str) -> Option<St
                         }
                     }
                 }
-                other => errors.push(err(key_pos(other), unknown_option(other, "the pipeline file", TOP_LEVEL_KEYS))),
+                other => errors.push(err(
+                    key_pos(other),
+                    unknown_option(other, "the pipeline file", TOP_LEVEL_KEYS),
+                )),
             }
         }
     }
@@ -228,7 +285,10 @@ pub fn load_texts(files: &[(String, String)], lookup: &dyn Fn(&str) -> Option<St
 }
 
 fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ok {
         Ok(())
     } else {
@@ -248,60 +308,132 @@ type Parser<C> = fn(&str, Value) -> Option<Result<Box<C>, OptionError>>;
 
 impl ComponentLoader<'_> {
     fn err(&self, pos: Pos, message: String) -> ConfigError {
-        ConfigError { file: self.file.to_string(), pos, message }
+        ConfigError {
+            file: self.file.to_string(),
+            pos,
+            message,
+        }
     }
     fn key_pos(&self, path: &str) -> Pos {
-        self.positions.keys.get(path).copied().unwrap_or(Pos { line: 1, col: 1 })
+        self.positions
+            .keys
+            .get(path)
+            .copied()
+            .unwrap_or(Pos { line: 1, col: 1 })
     }
     fn value_pos(&self, path: &str) -> Pos {
-        self.positions.values.get(path).copied().unwrap_or_else(|| self.key_pos(path))
+        self.positions
+            .values
+            .get(path)
+            .copied()
+            .unwrap_or_else(|| self.key_pos(path))
     }
     fn what(&self, type_name: &str) -> String {
         format!("{} \"{}\" ({type_name})", self.kind.word(), self.name)
     }
 
-    fn load<C: ?Sized + ValidateDyn>(&self, body: &Value, parse: Parser<C>) -> Result<ComponentDef<C>, Vec<ConfigError>> {
+    fn load<C: ?Sized + ValidateDyn>(
+        &self,
+        body: &Value,
+        parse: Parser<C>,
+    ) -> Result<ComponentDef<C>, Vec<ConfigError>> {
         let here = self.key_pos(self.path);
         let Some(map) = body.as_object() else {
-            return Err(vec![self.err(here, format!("{} \"{}\" must be a mapping with at least `type`", self.kind.word(), self.name))]);
+            return Err(vec![self.err(
+                here,
+                format!(
+                    "{} \"{}\" must be a mapping with at least `type`",
+                    self.kind.word(),
+                    self.name
+                ),
+            )]);
         };
         let mut errors = Vec::new();
         let type_name = match map.get("type") {
             Some(Value::String(t)) => t.clone(),
-            Some(_) => return Err(vec![self.err(self.value_pos(&format!("{}.type", self.path)), "`type` must be a string".into())]),
+            Some(_) => {
+                return Err(vec![self.err(
+                    self.value_pos(&format!("{}.type", self.path)),
+                    "`type` must be a string".into(),
+                )])
+            }
             None => {
-                return Err(vec![self.err(here, format!("missing required option \"type\" in {} \"{}\"; expected one of: {}", self.kind.word(), self.name, self.kind.kinds().join(", ")))])
+                return Err(vec![self.err(
+                    here,
+                    format!(
+                        "missing required option \"type\" in {} \"{}\"; expected one of: {}",
+                        self.kind.word(),
+                        self.name,
+                        self.kind.kinds().join(", ")
+                    ),
+                )])
             }
         };
         let mut inputs = Vec::new();
         match (self.kind, map.get("inputs")) {
-            (Kind::Source, Some(_)) => errors.push(self.err(self.key_pos(&format!("{}.inputs", self.path)), format!("a source has no `inputs` ({})", self.what(&type_name)))),
+            (Kind::Source, Some(_)) => errors.push(self.err(
+                self.key_pos(&format!("{}.inputs", self.path)),
+                format!("a source has no `inputs` ({})", self.what(&type_name)),
+            )),
             (Kind::Source, None) => {}
-            (_, None) => errors.push(self.err(here, format!("missing required option \"inputs\" in {}: list the components it reads from", self.what(&type_name)))),
+            (_, None) => errors.push(self.err(
+                here,
+                format!(
+                    "missing required option \"inputs\" in {}: list the components it reads from",
+                    self.what(&type_name)
+                ),
+            )),
             (_, Some(Value::Array(items))) => {
                 for (i, item) in items.iter().enumerate() {
                     let p = format!("{}.inputs.{i}", self.path);
                     match item.as_str() {
-                        Some(s) => inputs.push(InputRef { name: s.to_string(), pos: self.value_pos(&p) }),
-                        None => errors.push(self.err(self.value_pos(&p), "each input must be a component name (a string)".into())),
+                        Some(s) => inputs.push(InputRef {
+                            name: s.to_string(),
+                            pos: self.value_pos(&p),
+                        }),
+                        None => errors.push(self.err(
+                            self.value_pos(&p),
+                            "each input must be a component name (a string)".into(),
+                        )),
                     }
                 }
                 if items.is_empty() {
-                    errors.push(self.err(self.key_pos(&format!("{}.inputs", self.path)), format!("`inputs` of {} is empty", self.what(&type_name))));
+                    errors.push(self.err(
+                        self.key_pos(&format!("{}.inputs", self.path)),
+                        format!("`inputs` of {} is empty", self.what(&type_name)),
+                    ));
                 }
             }
-            (_, Some(Value::String(s))) => inputs.push(InputRef { name: s.clone(), pos: self.value_pos(&format!("{}.inputs", self.path)) }),
-            (_, Some(_)) => errors.push(self.err(self.value_pos(&format!("{}.inputs", self.path)), "`inputs` must be a list of component names".into())),
+            (_, Some(Value::String(s))) => inputs.push(InputRef {
+                name: s.clone(),
+                pos: self.value_pos(&format!("{}.inputs", self.path)),
+            }),
+            (_, Some(_)) => errors.push(self.err(
+                self.value_pos(&format!("{}.inputs", self.path)),
+                "`inputs` must be a list of component names".into(),
+            )),
         }
-        let options: Map<String, Value> = map.iter().filter(|(k, _)| *k != "type" && *k != "inputs").map(|(k, v)| (k.clone(), v.clone())).collect();
+        let options: Map<String, Value> = map
+            .iter()
+            .filter(|(k, _)| *k != "type" && *k != "inputs")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let config = match parse(&type_name, Value::Object(options)) {
             None => {
                 let kinds = self.kind.kinds();
-                let mut m = format!("unknown {} type \"{type_name}\" for \"{}\"", self.kind.word(), self.name);
+                let mut m = format!(
+                    "unknown {} type \"{type_name}\" for \"{}\"",
+                    self.kind.word(),
+                    self.name
+                );
                 if let Some(s) = did_you_mean(&type_name, kinds.iter().copied()) {
                     m.push_str(&format!("; did you mean \"{s}\"?"));
                 }
-                m.push_str(&format!(" (known {} types: {})", self.kind.word(), kinds.join(", ")));
+                m.push_str(&format!(
+                    " (known {} types: {})",
+                    self.kind.word(),
+                    kinds.join(", ")
+                ));
                 errors.push(self.err(self.value_pos(&format!("{}.type", self.path)), m));
                 None
             }
@@ -331,7 +463,11 @@ impl ComponentLoader<'_> {
 
     /// Turns serde's message into ours, positioned on the offending key or value.
     fn option_error(&self, type_name: &str, e: OptionError) -> ConfigError {
-        let base = if e.path.is_empty() { self.path.to_string() } else { format!("{}.{}", self.path, e.path) };
+        let base = if e.path.is_empty() {
+            self.path.to_string()
+        } else {
+            format!("{}.{}", self.path, e.path)
+        };
         let what = self.what(type_name);
         let ticks: Vec<&str> = e.message.split('`').skip(1).step_by(2).collect();
         if e.message.starts_with("unknown field") {
@@ -351,20 +487,36 @@ impl ComponentLoader<'_> {
         }
         if e.message.starts_with("missing field") {
             let field = ticks.first().copied().unwrap_or("?");
-            let opt = if e.path.is_empty() { field.to_string() } else { format!("{}.{field}", e.path) };
-            return self.err(self.key_pos(&base), format!("missing required option \"{opt}\" in {what}"));
+            let opt = if e.path.is_empty() {
+                field.to_string()
+            } else {
+                format!("{}.{field}", e.path)
+            };
+            return self.err(
+                self.key_pos(&base),
+                format!("missing required option \"{opt}\" in {what}"),
+            );
         }
         if e.message.starts_with("unknown variant") {
             let got = ticks.first().copied().unwrap_or("?");
             let expected = &ticks[1.min(ticks.len())..];
-            let mut m = format!("invalid value \"{got}\" for option \"{}\" in {what}", e.path);
+            let mut m = format!(
+                "invalid value \"{got}\" for option \"{}\" in {what}",
+                e.path
+            );
             if let Some(s) = did_you_mean(got, expected.iter().copied()) {
                 m.push_str(&format!("; did you mean \"{s}\"?"));
             }
             m.push_str(&format!(" (expected one of: {})", expected.join(", ")));
             return self.err(self.value_pos(&base), m);
         }
-        self.err(self.value_pos(&base), format!("invalid value for option \"{}\" in {what}: {}", e.path, e.message))
+        self.err(
+            self.value_pos(&base),
+            format!(
+                "invalid value for option \"{}\" in {what}: {}",
+                e.path, e.message
+            ),
+        )
     }
 }
 

@@ -59,7 +59,12 @@ pub fn parse(text: &str) -> Result<(Value, Positions), YamlError> {
         positions: Positions::default(),
     };
     // Skip StreamStart / DocumentStart; an empty file is an empty map.
-    while b.i < b.events.len() && matches!(b.events[b.i].0, Event::StreamStart | Event::DocumentStart(_) | Event::Nothing) {
+    while b.i < b.events.len()
+        && matches!(
+            b.events[b.i].0,
+            Event::StreamStart | Event::DocumentStart(_) | Event::Nothing
+        )
+    {
         b.i += 1;
     }
     if b.i >= b.events.len() || matches!(b.events[b.i].0, Event::StreamEnd | Event::DocumentEnd) {
@@ -71,7 +76,9 @@ pub fn parse(text: &str) -> Result<(Value, Positions), YamlError> {
         if let Event::DocumentStart(_) = b.events[b.i].0 {
             return Err(YamlError {
                 pos: pos(&b.events[b.i].1),
-                message: "only one YAML document per file is supported; split it into several -c files".into(),
+                message:
+                    "only one YAML document per file is supported; split it into several -c files"
+                        .into(),
             });
         }
         b.i += 1;
@@ -118,7 +125,10 @@ impl Builder<'_> {
             }),
             Event::SequenceStart(anchor, _) => {
                 let mut items = Vec::new();
-                while !matches!(self.events.get(self.i).map(|e| &e.0), Some(Event::SequenceEnd) | None) {
+                while !matches!(
+                    self.events.get(self.i).map(|e| &e.0),
+                    Some(Event::SequenceEnd) | None
+                ) {
                     let p = join(path, &items.len().to_string());
                     items.push(self.node(&p)?);
                 }
@@ -131,7 +141,10 @@ impl Builder<'_> {
             }
             Event::MappingStart(anchor, _) => {
                 let mut map = Map::new();
-                while !matches!(self.events.get(self.i).map(|e| &e.0), Some(Event::MappingEnd) | None) {
+                while !matches!(
+                    self.events.get(self.i).map(|e| &e.0),
+                    Some(Event::MappingEnd) | None
+                ) {
                     let key_span = self.events[self.i].1;
                     let key = match self.node(&format!("{path}\u{0}key"))? {
                         Value::String(s) => s,
@@ -142,7 +155,10 @@ impl Builder<'_> {
                         let first = self.positions.keys.get(&p).copied().unwrap_or_default();
                         return Err(YamlError {
                             pos: pos(&key_span),
-                            message: format!("key \"{key}\" is defined twice (first at line {})", first.line),
+                            message: format!(
+                                "key \"{key}\" is defined twice (first at line {})",
+                                first.line
+                            ),
                         });
                     }
                     self.positions.keys.insert(p.clone(), pos(&key_span));
@@ -186,9 +202,15 @@ fn scalar(s: &str, style: ScalarStyle) -> Value {
             return Value::Number(i.into());
         }
     }
-    let looks_numeric = s.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.');
+    let looks_numeric =
+        s.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.');
     if looks_numeric {
-        if let Some(n) = s.parse::<f64>().ok().filter(|f| f.is_finite()).and_then(Number::from_f64) {
+        if let Some(n) = s
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .and_then(Number::from_f64)
+        {
             return Value::Number(n);
         }
     }
@@ -202,7 +224,10 @@ mod tests {
     #[test]
     fn values_and_positions() {
         let (v, p) = parse("a:\n  b: 1\n  c: [x, 'y']\nd: true\n").unwrap();
-        assert_eq!(v, serde_json::json!({"a": {"b": 1, "c": ["x", "y"]}, "d": true}));
+        assert_eq!(
+            v,
+            serde_json::json!({"a": {"b": 1, "c": ["x", "y"]}, "d": true})
+        );
         assert_eq!(p.keys["a.b"], Pos { line: 2, col: 3 });
         assert_eq!(p.values["a.c.1"], Pos { line: 3, col: 10 });
     }

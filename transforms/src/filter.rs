@@ -3,7 +3,9 @@
 
 use serde::Deserialize;
 
-use sessiontrail_core::component::{run_function_transform, ComponentTask, FunctionTransform, TransformContext, TransformOutput};
+use sessiontrail_core::component::{
+    run_function_transform, ComponentTask, FunctionTransform, TransformContext, TransformOutput,
+};
 use sessiontrail_core::condition::{Condition, ConditionConfig};
 use sessiontrail_core::{BuildError, Event, TransformConfig};
 

@@ -9,7 +9,10 @@ pub mod filter;
 pub const KINDS: &[&str] = &["filter"];
 
 /// Builds the config of a transform of type `kind`; `None` if the type is unknown.
-pub fn parse(kind: &str, options: serde_json::Value) -> Option<Result<Box<dyn TransformConfig>, OptionError>> {
+pub fn parse(
+    kind: &str,
+    options: serde_json::Value,
+) -> Option<Result<Box<dyn TransformConfig>, OptionError>> {
     fn boxed<T: TransformConfig + serde::de::DeserializeOwned + 'static>(
         v: serde_json::Value,
     ) -> Result<Box<dyn TransformConfig>, OptionError> {

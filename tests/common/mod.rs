@@ -1,0 +1,104 @@
+//! Helpers for end-to-end tests that run the built `sessiontrail` binary as a user would.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// The binary under test (built by cargo for the integration tests).
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sessiontrail"))
+}
+
+/// `../shared` (or `$SESSIONTRAIL_SHARED`): corpus, OCSF schemas, generators.
+pub fn shared() -> PathBuf {
+    match std::env::var_os("SESSIONTRAIL_SHARED") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"),
+    }
+}
+
+pub fn corpus(rel: &str) -> PathBuf {
+    shared().join("corpus").join(rel)
+}
+
+/// Writes `yaml` to `dir/pipeline.yaml` and returns its path.
+pub fn write_pipeline(dir: &Path, yaml: &str) -> PathBuf {
+    let p = dir.join("pipeline.yaml");
+    std::fs::write(&p, yaml).expect("write pipeline");
+    p
+}
+
+/// Runs `sessiontrail <args>` with `stdin` as input and waits for it.
+pub fn run_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sessiontrail");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait");
+    let _ = writer.join();
+    out
+}
+
+/// Starts `sessiontrail run -c <pipeline>` in the background (stdout/stderr piped).
+pub fn spawn_pipeline(pipeline: &Path) -> Child {
+    Command::new(bin())
+        .args(["run", "-c"])
+        .arg(pipeline)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sessiontrail")
+}
+
+/// Sends SIGTERM (graceful stop).
+pub fn terminate(child: &Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+}
+
+/// Parses NDJSON text into JSON values (panics on an invalid line: output must be valid).
+pub fn ndjson(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("invalid output line {l:?}: {e}"))
+        })
+        .collect()
+}
+
+pub fn read_ndjson(path: &Path) -> Vec<serde_json::Value> {
+    ndjson(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+/// Polls `f` every 50 ms until it returns true or `secs` pass.
+pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    f()
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
