@@ -51,13 +51,17 @@ impl ComponentMetrics {
 
 type Labels = Vec<(String, String)>;
 type GaugeFn = Box<dyn Fn() -> f64 + Send + Sync>;
+/// Series of one metric name: label set and its value.
+type Series<T> = Vec<(Labels, Arc<T>)>;
+/// How a standard component counter is named, described and read.
+type StandardCounter = (&'static str, &'static str, fn(&ComponentMetrics) -> u64);
 
 /// All metrics of one running pipeline.
 #[derive(Default)]
 pub struct MetricsRegistry {
     components: Mutex<Vec<(String, String, Arc<ComponentMetrics>)>>,
-    counters: Mutex<BTreeMap<String, Vec<(Labels, Arc<AtomicU64>)>>>,
-    gauges: Mutex<BTreeMap<String, Vec<(Labels, Arc<AtomicI64>)>>>,
+    counters: Mutex<BTreeMap<String, Series<AtomicU64>>>,
+    gauges: Mutex<BTreeMap<String, Series<AtomicI64>>>,
     gauge_fns: Mutex<Vec<(String, Labels, GaugeFn)>>,
     help: Mutex<BTreeMap<String, String>>,
 }
@@ -133,7 +137,7 @@ impl MetricsRegistry {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let comps = self.components.lock().expect("metrics lock").clone();
-        let standard: [(&str, &str, fn(&ComponentMetrics) -> u64); 6] = [
+        let standard: [StandardCounter; 6] = [
             (
                 "sessiontrail_component_received_events_total",
                 "Events received by the component.",

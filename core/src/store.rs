@@ -9,6 +9,9 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 
+/// A key and its value, as stored.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 #[derive(Debug)]
 pub struct StoreError(pub String);
 
@@ -118,7 +121,7 @@ impl Namespace {
     }
 
     /// Every (key, value) of the namespace, keys without the namespace prefix.
-    pub fn scan(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan(&self) -> Result<Vec<Entry>, StoreError> {
         let db = self.store.db()?;
         let txn = db.begin_read().map_err(err)?;
         let table = match txn.open_table(STATE) {
