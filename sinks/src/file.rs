@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -56,27 +56,36 @@ struct Writer {
 }
 
 impl Writer {
-    /// Appends each buffer to its file and syncs the files it touched.
-    fn write(&mut self, buffers: &HashMap<PathBuf, Vec<u8>>) -> std::io::Result<()> {
+    /// Appends each buffer to its file and syncs the files it touched. On error, says which
+    /// file failed.
+    fn write(
+        &mut self,
+        buffers: &HashMap<PathBuf, Vec<u8>>,
+    ) -> Result<(), (PathBuf, std::io::Error)> {
         self.round += 1;
         for (path, bytes) in buffers {
-            if !self.files.contains_key(path) {
-                if self.files.len() >= MAX_OPEN_FILES {
-                    self.evict_oldest();
-                }
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)?;
-                }
-                let f = OpenOptions::new().create(true).append(true).open(path)?;
-                self.files.insert(path.clone(), (f, 0));
+            self.write_one(path, bytes).map_err(|e| (path.clone(), e))?;
+        }
+        Ok(())
+    }
+
+    fn write_one(&mut self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        if !self.files.contains_key(path) {
+            if self.files.len() >= MAX_OPEN_FILES {
+                self.evict_oldest();
             }
-            if let Some((f, last)) = self.files.get_mut(path) {
-                f.write_all(bytes)?;
-                if self.fsync {
-                    f.sync_data()?;
-                }
-                *last = self.round;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
             }
+            let f = OpenOptions::new().create(true).append(true).open(path)?;
+            self.files.insert(path.to_path_buf(), (f, 0));
+        }
+        if let Some((f, last)) = self.files.get_mut(path) {
+            f.write_all(bytes)?;
+            if self.fsync {
+                f.sync_data()?;
+            }
+            *last = self.round;
         }
         Ok(())
     }
@@ -153,10 +162,11 @@ async fn run(template: Template, fsync: bool, mut cx: SinkContext) -> Result<(),
         .await
         .map_err(|e| ComponentError(format!("sink {name}: writer task failed: {e}")))?;
         writer = Some(w);
-        if let Err(e) = result {
+        if let Err((path, e)) = result {
             // Not acknowledged: the sources keep their checkpoints before these events.
             return Err(ComponentError(format!(
-                "sink {name}: writing output file: {e}"
+                "sink {name}: cannot write {}: {e}; check that the directory can be created and written by this user",
+                path.display()
             )));
         }
         cx.metrics.add_sent(delivered.len() as u64, size as u64);

@@ -64,6 +64,7 @@ pub async fn run<R: tokio::io::AsyncRead + Unpin>(
         max: config.max_line_bytes,
         events: Vec::with_capacity(BATCH_EVENTS),
         dead: Vec::new(),
+        emitted: 0,
     };
     let stop = |e: sessiontrail_core::output::OutputClosed| {
         ComponentError(format!("source {}: {e}", cx.name))
@@ -83,6 +84,8 @@ pub async fn run<R: tokio::io::AsyncRead + Unpin>(
         framer.push(&buf[..n], |f| decoder.frame(f, &mut line_no));
         decoder.flush(&cx).await.map_err(stop)?;
     }
+    // Everything counted here was handed downstream: after the drain it is in the output.
+    tracing::info!(source = %cx.name, events = decoder.emitted, "source stopped");
     Ok(())
 }
 
@@ -92,6 +95,8 @@ struct LineDecoder {
     max: usize,
     events: Vec<Event>,
     dead: Vec<Event>,
+    /// Events sent on the main output so far.
+    emitted: u64,
 }
 
 impl LineDecoder {
@@ -157,9 +162,124 @@ impl LineDecoder {
             let take = self.events.len().min(BATCH_EVENTS);
             let rest = self.events.split_off(take);
             let batch = std::mem::replace(&mut self.events, rest);
-            cx.metrics.add_received(batch.len() as u64, 0);
+            let n = batch.len() as u64;
+            cx.metrics.add_received(n, 0);
             cx.out.send(batch).await?;
+            self.emitted += n;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::task::{Context, Poll};
+
+    use sessiontrail_core::component::{ApiRoutes, Shared};
+    use sessiontrail_core::metrics::MetricsRegistry;
+    use sessiontrail_core::store::StateStore;
+    use sessiontrail_core::{EventBatch, Output};
+    use tokio::io::ReadBuf;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// An endless stream of identical NDJSON lines that counts the bytes taken from it.
+    struct EndlessLines {
+        line: Vec<u8>,
+        pos: usize,
+        consumed: Arc<AtomicU64>,
+    }
+
+    impl tokio::io::AsyncRead for EndlessLines {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let this = self.get_mut();
+            while buf.remaining() > 0 {
+                let n = buf.remaining().min(this.line.len() - this.pos);
+                buf.put_slice(&this.line[this.pos..this.pos + n]);
+                this.pos = (this.pos + n) % this.line.len();
+                this.consumed.fetch_add(n as u64, Ordering::SeqCst);
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn context(dir: &std::path::Path, out: mpsc::Sender<EventBatch>) -> SourceContext {
+        let registry = MetricsRegistry::new();
+        let metrics = registry.component("in", "stdin");
+        SourceContext {
+            name: "in".into(),
+            out: Output::new("in".into(), vec![out], Arc::clone(&metrics)),
+            dropped: Output::unwired("in.dropped", Arc::clone(&metrics)),
+            metrics,
+            shared: Shared {
+                data_dir: dir.into(),
+                store: StateStore::new(dir),
+                registry,
+                api: ApiRoutes::default(),
+                shutdown: Default::default(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sink_that_never_reads_stops_the_source_within_the_channel_bounds() {
+        const CHANNEL_BATCHES: usize = 2;
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel(CHANNEL_BATCHES);
+        let mut line = br#"{"event_type":"session_notify","session_id":"s","pad":""#.to_vec();
+        line.resize(99, b'x');
+        line.extend_from_slice(b"\"}\n");
+        let line_len = line.len() as u64;
+        let consumed = Arc::new(AtomicU64::new(0));
+        let reader = EndlessLines {
+            line,
+            pos: 0,
+            consumed: Arc::clone(&consumed),
+        };
+        let config = StdinConfig {
+            decoding: Decoding::Ndjson,
+            max_line_bytes: 1024,
+        };
+        let source = tokio::spawn(run(config, context(dir.path(), tx), reader));
+
+        // Nobody reads `rx`: wait until the channel is full and the reader is left alone.
+        async fn settle(rx: &mpsc::Receiver<EventBatch>, consumed: &AtomicU64, full: usize) -> u64 {
+            let mut last = u64::MAX;
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let now = consumed.load(Ordering::SeqCst);
+                if rx.len() == full && now == last {
+                    return now;
+                }
+                last = now;
+            }
+        }
+        let stalled_at = settle(&rx, &consumed, CHANNEL_BATCHES).await;
+        // The source holds at most one more batch (the one it is sending) plus what is left of
+        // its current read buffer.
+        let bound =
+            (CHANNEL_BATCHES as u64 + 1) * BATCH_EVENTS as u64 * line_len + READ_BUFFER as u64;
+        assert!(
+            stalled_at <= bound,
+            "read {stalled_at} bytes with a full channel; bound {bound}"
+        );
+        assert!(stalled_at >= CHANNEL_BATCHES as u64 * BATCH_EVENTS as u64 * line_len);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(consumed.load(Ordering::SeqCst), stalled_at, "kept reading");
+
+        // Taking batches out lets it continue: backpressure, not a stall.
+        for _ in 0..4 {
+            rx.recv().await.unwrap();
+        }
+        let resumed = settle(&rx, &consumed, CHANNEL_BATCHES).await;
+        assert!(resumed > stalled_at);
+        source.abort();
     }
 }

@@ -63,9 +63,10 @@ pub fn outputs(nodes: &[Node<'_>]) -> BTreeMap<String, &'static str> {
     out
 }
 
-pub fn check(cfg: &PipelineConfig) -> Vec<ConfigError> {
-    let nodes = nodes(cfg);
-    let outputs = outputs(&nodes);
+/// Checks the graph of `nodes` (the configured components, plus stand-ins for components
+/// whose options had errors so that their edges are still checked).
+pub fn check_nodes(nodes: &[Node<'_>]) -> Vec<ConfigError> {
+    let outputs = outputs(nodes);
     let mut errors = Vec::new();
     let err = |n: &Node<'_>, pos: Pos, message: String| ConfigError {
         file: n.file.to_string(),
@@ -73,14 +74,14 @@ pub fn check(cfg: &PipelineConfig) -> Vec<ConfigError> {
         message,
     };
 
-    if cfg.sources.is_empty() {
+    if !nodes.iter().any(|n| n.kind == Kind::Source) {
         errors.push(ConfigError {
             file: nodes.first().map_or("<config>", |n| n.file).to_string(),
             pos: Pos { line: 1, col: 1 },
             message: "the pipeline has no sources; add one under `sources:`".into(),
         });
     }
-    if cfg.sinks.is_empty() {
+    if !nodes.iter().any(|n| n.kind == Kind::Sink) {
         errors.push(ConfigError {
             file: nodes.first().map_or("<config>", |n| n.file).to_string(),
             pos: Pos { line: 1, col: 1 },
@@ -90,7 +91,7 @@ pub fn check(cfg: &PipelineConfig) -> Vec<ConfigError> {
     }
 
     // Inputs exist.
-    for n in &nodes {
+    for n in nodes {
         for input in n.inputs {
             if outputs.contains_key(&input.name) {
                 continue;
@@ -125,7 +126,7 @@ pub fn check(cfg: &PipelineConfig) -> Vec<ConfigError> {
         .iter()
         .flat_map(|n| n.inputs.iter().map(|i| i.name.as_str()))
         .collect();
-    for n in &nodes {
+    for n in nodes {
         if n.kind != Kind::Sink && !consumed.contains(n.name) {
             errors.push(err(n, n.pos, format!("the output of {} \"{}\" goes nowhere: list \"{}\" in the `inputs` of a transform or sink", n.kind.word(), n.name, n.name)));
         }

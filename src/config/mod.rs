@@ -130,6 +130,12 @@ pub fn load_texts(
     };
     let mut data_dir_set: Option<(String, Pos)> = None;
     let mut names: BTreeMap<String, (String, Pos)> = BTreeMap::new();
+    // Components whose options are wrong still take part in the graph checks, so one run of
+    // `validate` also reports the unknown inputs and cycles around them.
+    let mut stubs: Vec<Stub> = Vec::new();
+    // A file that could not be read as YAML hides its components: graph checks would then
+    // report errors that are not there.
+    let mut every_file_parsed = true;
 
     for (file, text) in files {
         let err = |pos: Pos, message: String| ConfigError {
@@ -141,6 +147,7 @@ pub fn load_texts(
             Ok(t) => t,
             Err(errs) => {
                 errors.extend(errs.into_iter().map(|e| err(e.pos, e.message)));
+                every_file_parsed = false;
                 continue;
             }
         };
@@ -148,10 +155,12 @@ pub fn load_texts(
             Ok(r) => r,
             Err(e) => {
                 errors.push(err(e.pos, e.message));
+                every_file_parsed = false;
                 continue;
             }
         };
         let Value::Object(root) = root else {
+            every_file_parsed = false;
             errors.push(err(
                 Pos { line: 1, col: 1 },
                 "a pipeline file must be a YAML mapping with `sources`, `transforms` and `sinks`"
@@ -249,21 +258,20 @@ pub fn load_texts(
                             name,
                             kind,
                         };
-                        match kind {
-                            Kind::Source => match loader.load(body, sessiontrail_sources::parse) {
-                                Ok(c) => cfg.sources.push(c),
-                                Err(e) => errors.extend(e),
-                            },
-                            Kind::Transform => {
-                                match loader.load(body, sessiontrail_transforms::parse) {
-                                    Ok(c) => cfg.transforms.push(c),
-                                    Err(e) => errors.extend(e),
-                                }
-                            }
-                            Kind::Sink => match loader.load(body, sessiontrail_sinks::parse) {
-                                Ok(c) => cfg.sinks.push(c),
-                                Err(e) => errors.extend(e),
-                            },
+                        let loaded = match kind {
+                            Kind::Source => loader
+                                .load(body, sessiontrail_sources::parse)
+                                .map(|c| cfg.sources.push(c)),
+                            Kind::Transform => loader
+                                .load(body, sessiontrail_transforms::parse)
+                                .map(|c| cfg.transforms.push(c)),
+                            Kind::Sink => loader
+                                .load(body, sessiontrail_sinks::parse)
+                                .map(|c| cfg.sinks.push(c)),
+                        };
+                        if let Err(e) = loaded {
+                            errors.extend(e);
+                            stubs.push(loader.stub(body));
                         }
                     }
                 }
@@ -274,8 +282,10 @@ pub fn load_texts(
             }
         }
     }
-    if errors.is_empty() {
-        errors.extend(graph::check(&cfg));
+    if every_file_parsed {
+        let mut nodes = graph::nodes(&cfg);
+        nodes.extend(stubs.iter().map(Stub::node));
+        errors.extend(graph::check_nodes(&nodes));
     }
     if errors.is_empty() {
         Ok(cfg)
@@ -293,6 +303,29 @@ fn check_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("invalid component name \"{name}\": use letters, digits, `_` and `-` (`.` is reserved for outputs like `{name}.dropped`)"))
+    }
+}
+
+/// What the graph checks need of a component whose options could not be parsed.
+struct Stub {
+    name: String,
+    kind: Kind,
+    type_name: String,
+    inputs: Vec<InputRef>,
+    file: String,
+    pos: Pos,
+}
+
+impl Stub {
+    fn node(&self) -> graph::Node<'_> {
+        graph::Node {
+            name: &self.name,
+            kind: self.kind,
+            type_name: &self.type_name,
+            inputs: &self.inputs,
+            file: &self.file,
+            pos: self.pos,
+        }
     }
 }
 
@@ -328,6 +361,45 @@ impl ComponentLoader<'_> {
             .copied()
             .unwrap_or_else(|| self.key_pos(path))
     }
+    /// The name, kind and whatever inputs can be read from a component that failed to load.
+    fn stub(&self, body: &Value) -> Stub {
+        let inputs_path = format!("{}.inputs", self.path);
+        let inputs = match body.get("inputs") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| {
+                    Some(InputRef {
+                        name: item.as_str()?.to_string(),
+                        pos: self.value_pos(&format!("{inputs_path}.{i}")),
+                    })
+                })
+                .collect(),
+            Some(Value::String(s)) => vec![InputRef {
+                name: s.clone(),
+                pos: self.value_pos(&inputs_path),
+            }],
+            _ => Vec::new(),
+        };
+        Stub {
+            name: self.name.to_string(),
+            kind: self.kind,
+            type_name: body
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_string(),
+            // A source never has inputs; keep the error about them, not a graph edge.
+            inputs: if self.kind == Kind::Source {
+                Vec::new()
+            } else {
+                inputs
+            },
+            file: self.file.to_string(),
+            pos: self.key_pos(self.path),
+        }
+    }
+
     fn what(&self, type_name: &str) -> String {
         format!("{} \"{}\" ({type_name})", self.kind.word(), self.name)
     }
