@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use sessiontrail_core::component::{ComponentError, ComponentTask, SinkContext};
 use sessiontrail_core::template::Template;
-use sessiontrail_core::{BuildError, DeadLetter, DeliveryStatus, Event, SinkConfig};
+use sessiontrail_core::{AckToken, BuildError, DeadLetter, DeliveryStatus, Event, SinkConfig};
 
 use crate::encode::write_ndjson;
 
@@ -102,6 +102,83 @@ impl Writer {
     }
 }
 
+/// One write + fsync: the serialized lines per file and what to acknowledge once they are
+/// on disk. Only the ack tokens are kept, not the events: memory stays at the encoded bytes.
+struct Round {
+    buffers: HashMap<PathBuf, Vec<u8>>,
+    tokens: Vec<AckToken>,
+    events: u64,
+    bytes_out: u64,
+}
+
+type WriteOutcome = (Writer, Result<(), (PathBuf, std::io::Error)>);
+
+/// Serializes `first` and whatever else is already queued (up to [`MAX_ROUND_BYTES`]), so one
+/// write + fsync covers many batches. Events whose path cannot be rendered go to `dead`.
+fn collect_round(
+    name: &str,
+    template: &Template,
+    static_path: Option<&PathBuf>,
+    first: Vec<Event>,
+    input: &mut tokio::sync::mpsc::Receiver<Vec<Event>>,
+    dead: &mut Vec<Event>,
+) -> (Round, u64) {
+    let mut buffers: HashMap<PathBuf, Vec<u8>> = HashMap::new();
+    let mut static_buf = Vec::new();
+    let mut tokens = Vec::with_capacity(first.len());
+    let mut events = 0u64;
+    let mut bytes_in = 0u64;
+    let mut batch = first;
+    loop {
+        for mut e in batch.drain(..) {
+            let buf = match static_path {
+                Some(_) => &mut static_buf,
+                None => match template.render(&e, true) {
+                    Ok(p) => buffers.entry(PathBuf::from(p)).or_default(),
+                    Err(err) => {
+                        dead.push(DeadLetter::from_event(
+                            name,
+                            "template_error",
+                            err.to_string(),
+                            e,
+                        ));
+                        continue;
+                    }
+                },
+            };
+            write_ndjson(buf, &e);
+            events += 1;
+            bytes_in += e.meta.byte_size as u64;
+            if let Some(token) = e.meta.ack.take() {
+                tokens.push(token);
+            }
+        }
+        let size = static_buf.len() + buffers.values().map(Vec::len).sum::<usize>();
+        if size >= MAX_ROUND_BYTES {
+            break;
+        }
+        match input.try_recv() {
+            Ok(more) => batch = more,
+            Err(_) => break,
+        }
+    }
+    if let Some(p) = static_path {
+        if !static_buf.is_empty() {
+            buffers.insert(p.clone(), static_buf);
+        }
+    }
+    let bytes_out = buffers.values().map(|b| b.len() as u64).sum();
+    (
+        Round {
+            buffers,
+            tokens,
+            events,
+            bytes_out,
+        },
+        bytes_in,
+    )
+}
+
 async fn run(template: Template, fsync: bool, mut cx: SinkContext) -> Result<(), ComponentError> {
     let name = Arc::clone(&cx.name);
     let static_path = template
@@ -112,56 +189,13 @@ async fn run(template: Template, fsync: bool, mut cx: SinkContext) -> Result<(),
         round: 0,
         fsync,
     });
-    while let Some(first) = cx.input.recv().await {
-        // Take whatever else is already queued so one write + fsync covers many batches.
-        let mut events: Vec<Event> = first;
-        let mut buffers: HashMap<PathBuf, Vec<u8>> = HashMap::new();
-        let mut dead = Vec::new();
-        let mut delivered = Vec::with_capacity(events.len());
-        let mut size = 0usize;
-        loop {
-            for e in events.drain(..) {
-                let path = match &static_path {
-                    Some(p) => p.clone(),
-                    None => match template.render(&e, true) {
-                        Ok(p) => PathBuf::from(p),
-                        Err(err) => {
-                            dead.push(DeadLetter::from_event(
-                                &name,
-                                "template_error",
-                                err.to_string(),
-                                e,
-                            ));
-                            continue;
-                        }
-                    },
-                };
-                let buf = buffers.entry(path).or_default();
-                let before = buf.len();
-                write_ndjson(buf, &e);
-                size += buf.len() - before;
-                delivered.push(e);
-            }
-            if size >= MAX_ROUND_BYTES {
-                break;
-            }
-            match cx.input.try_recv() {
-                Ok(more) => events = more,
-                Err(_) => break,
-            }
-        }
-        let bytes_in = delivered.iter().map(|e| e.meta.byte_size).sum::<usize>() as u64;
-        cx.metrics.add_received(delivered.len() as u64, bytes_in);
-        let mut w = writer
-            .take()
-            .ok_or_else(|| ComponentError(format!("sink {name}: writer lost")))?;
-        let (w, result) = tokio::task::spawn_blocking(move || {
-            let r = w.write(&buffers);
-            (w, r)
-        })
-        .await
-        .map_err(|e| ComponentError(format!("sink {name}: writer task failed: {e}")))?;
-        writer = Some(w);
+    // The round being written on a blocking thread while the next one is serialized here.
+    let mut in_flight: Option<(tokio::task::JoinHandle<WriteOutcome>, Round)> = None;
+    let finish = |joined: Result<WriteOutcome, tokio::task::JoinError>,
+                  round: Round|
+     -> Result<Writer, ComponentError> {
+        let (w, result) =
+            joined.map_err(|e| ComponentError(format!("sink {name}: writer task failed: {e}")))?;
         if let Err((path, e)) = result {
             // Not acknowledged: the sources keep their checkpoints before these events.
             return Err(ComponentError(format!(
@@ -169,16 +203,62 @@ async fn run(template: Template, fsync: bool, mut cx: SinkContext) -> Result<(),
                 path.display()
             )));
         }
-        cx.metrics.add_sent(delivered.len() as u64, size as u64);
-        delivered
-            .into_iter()
-            .for_each(|e| e.ack(DeliveryStatus::Delivered));
+        cx.metrics.add_sent(round.events, round.bytes_out);
+        for token in round.tokens {
+            token.resolve(DeliveryStatus::Delivered);
+        }
+        Ok(w)
+    };
+    loop {
+        let first = tokio::select! {
+            // Acknowledge a finished write at once, even when no more input comes.
+            joined = async {
+                match in_flight.as_mut() {
+                    Some((handle, _)) => handle.await,
+                    None => std::future::pending().await,
+                }
+            }, if in_flight.is_some() => {
+                if let Some((_, round)) = in_flight.take() {
+                    writer = Some(finish(joined, round)?);
+                }
+                continue;
+            }
+            first = cx.input.recv() => first,
+        };
+        let Some(first) = first else { break };
+        let mut dead = Vec::new();
+        let (mut round, bytes_in) = collect_round(
+            &name,
+            &template,
+            static_path.as_ref(),
+            first,
+            &mut cx.input,
+            &mut dead,
+        );
+        cx.metrics.add_received(round.events, bytes_in);
+        if let Some((handle, previous)) = in_flight.take() {
+            writer = Some(finish(handle.await, previous)?);
+        }
+        let mut w = writer
+            .take()
+            .ok_or_else(|| ComponentError(format!("sink {name}: writer lost")))?;
+        let buffers = std::mem::take(&mut round.buffers);
+        in_flight = Some((
+            tokio::task::spawn_blocking(move || {
+                let r = w.write(&buffers);
+                (w, r)
+            }),
+            round,
+        ));
         if !dead.is_empty() {
             cx.dropped
                 .send_dead_letters(dead)
                 .await
                 .map_err(|e| ComponentError(format!("sink {name}: {e}")))?;
         }
+    }
+    if let Some((handle, round)) = in_flight.take() {
+        finish(handle.await, round)?;
     }
     Ok(())
 }
