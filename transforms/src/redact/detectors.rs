@@ -48,6 +48,7 @@ const VALUE: &str = r#"(?:"([^"\r\n]*)"|'([^'\r\n]*)'|\\"([^"\\\r\n]*)\\"|([^\s"
 
 pub const PEM_PRIVATE_KEY: &str = "pem_private_key";
 pub const AWS_SECRET_ACCESS_KEY: &str = "aws_secret_access_key";
+pub const CREDENTIAL_ASSIGNMENT: &str = "credential_assignment";
 
 /// Built-in detectors in precedence order: when two find overlapping secrets the earlier
 /// detector names the replacement.
@@ -142,10 +143,10 @@ const BUILT_INS: &[BuiltIn] = &[
         anchors: &["mysql", "mariadb", "-pass", "-pwd", "sshpass"],
         patterns: &[
             // mysql-family clients take the password glued to `-p`; a bare `-p` prompts.
-            r#"(?:^|[\s;&|(/])(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mysqlpump|mysqlslap|mariadb|mariadb-dump|mariadb-admin)(?:\.exe)?[ \t](?:[^\r\n|;&]*?[ \t])?-p(?:'([^'\r\n]*)'|"([^"\r\n]*)"|([^\s'"]+))"#,
+            r#"(?:^|[\s;&|(/"'])(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mysqlpump|mysqlslap|mariadb|mariadb-dump|mariadb-admin)(?:\.exe)?[ \t](?:[^\r\n|;&]*?[ \t])?-p(?:'([^'\r\n]*)'|"([^"\r\n]*)"|([^\s'"]+))"#,
             r#"(?i)(?:^|[\s"'(])--?(?:password|passwd|pwd|pass|passin|passout)=(?:'([^'\r\n]*)'|"([^"\r\n]*)"|([^\s'"]+))"#,
             r#"(?i)(?:^|[\s"'(])--?(?:password|passwd|pwd|pass|passin|passout)[ \t]+(?:'([^'\r\n]*)'|"([^"\r\n]*)"|([^\s'"-][^\s'"]*))"#,
-            r#"(?:^|[\s;&|(/])sshpass[ \t](?:[^\r\n|;&]*?[ \t])?-p[ \t]*(?:'([^'\r\n]*)'|"([^"\r\n]*)"|([^\s'"]+))"#,
+            r#"(?:^|[\s;&|(/"'])sshpass[ \t](?:[^\r\n|;&]*?[ \t])?-p[ \t]*(?:'([^'\r\n]*)'|"([^"\r\n]*)"|([^\s'"]+))"#,
         ],
         check: Check::AssignedValue,
     },
@@ -153,8 +154,8 @@ const BUILT_INS: &[BuiltIn] = &[
         name: "sudo_password",
         anchors: &["sudo"],
         patterns: &[
-            r#"(?:^|[\s;&|(])(?:echo(?:[ \t]+-[neE]+)*|printf(?:[ \t]+(?:'[^'\r\n]*'|"[^"\r\n]*"))?)[ \t]+(?:'([^'\r\n]*)'|"([^"\r\n]*)"|([^\s|;&'"]+))[ \t]*\|[ \t]*sudo[ \t](?:[^\r\n|;&]*?[ \t])?(?:-[A-Za-z]*S[A-Za-z]*|--stdin)(?:\s|$)"#,
-            r#"(?:^|[\s;&|(])sudo[ \t](?:[^\r\n|;&]*?[ \t])?(?:-[A-Za-z]*S[A-Za-z]*|--stdin)[ \t][^\r\n|;&]*?<<<[ \t]*(?:'([^'\r\n]*)'|"([^"\r\n]*)"|([^\s|;&'"]+))"#,
+            r#"(?:^|[\s;&|("'])(?:echo(?:[ \t]+-[neE]+)*|printf(?:[ \t]+(?:'[^'\r\n]*'|"[^"\r\n]*"))?)[ \t]+(?:'([^'\r\n]*)'|"([^"\r\n]*)"|([^\s|;&'"]+))[ \t]*\|[ \t]*sudo[ \t](?:[^\r\n|;&]*?[ \t])?(?:-[A-Za-z]*S[A-Za-z]*|--stdin)(?:\s|$)"#,
+            r#"(?:^|[\s;&|("'])sudo[ \t](?:[^\r\n|;&]*?[ \t])?(?:-[A-Za-z]*S[A-Za-z]*|--stdin)[ \t][^\r\n|;&]*?<<<[ \t]*(?:'([^'\r\n]*)'|"([^"\r\n]*)"|([^\s|;&'"]+))"#,
         ],
         check: Check::AssignedValue,
     },
@@ -174,7 +175,7 @@ const BUILT_INS: &[BuiltIn] = &[
         check: Check::AssignedValue,
     },
     BuiltIn {
-        name: "credential_assignment",
+        name: CREDENTIAL_ASSIGNMENT,
         anchors: &[
             "passw",
             "passphrase",
@@ -233,6 +234,8 @@ pub struct Scanner {
     unanchored: Vec<usize>,
     pem: Option<(usize, PemMarkers)>,
     bare_secret_key: Option<usize>,
+    /// `credential_assignment`, which also judges structured fields by their name.
+    credential_assignment: Option<usize>,
 }
 
 impl Scanner {
@@ -251,6 +254,7 @@ impl Scanner {
         let mut anchor_owner = Vec::new();
         let mut pem = None;
         let mut bare_secret_key = None;
+        let mut credential_assignment = None;
         for b in BUILT_INS
             .iter()
             .filter(|b| !except.iter().any(|e| e == b.name))
@@ -258,7 +262,7 @@ impl Scanner {
             let index = detectors.len();
             let mut regexes = Vec::with_capacity(b.patterns.len());
             for p in b.patterns {
-                let p = if b.name == "credential_assignment" {
+                let p = if b.name == CREDENTIAL_ASSIGNMENT {
                     format!("{p}{VALUE}")
                 } else {
                     (*p).to_string()
@@ -278,6 +282,9 @@ impl Scanner {
             }
             if b.name == AWS_SECRET_ACCESS_KEY {
                 bare_secret_key = Some(index);
+            }
+            if b.name == CREDENTIAL_ASSIGNMENT {
+                credential_assignment = Some(index);
             }
             detectors.push(Detector {
                 name: b.name.to_string(),
@@ -328,6 +335,7 @@ impl Scanner {
             unanchored,
             pem,
             bare_secret_key,
+            credential_assignment,
         })
     }
 
@@ -342,6 +350,31 @@ impl Scanner {
     /// The mask-mode replacement of a custom rule, if it set one.
     pub fn custom_replacement(&self, detector: usize) -> Option<&str> {
         self.detectors[detector].replace.as_deref()
+    }
+
+    /// For a string stored under the field `key` (`"password": "..."`, `"SecretAccessKey"`):
+    /// the detector that makes the whole value a secret, if the name says it is one and the
+    /// value is not a placeholder.
+    pub fn secret_field(&self, key: &str, value: &str) -> Option<usize> {
+        let index = self.credential_assignment?;
+        if !is_secret_field_name(key) {
+            return None;
+        }
+        let whole = 0..value.len();
+        if !is_secret_value(Some(key), value, &whole) {
+            return None;
+        }
+        let compact: String = key
+            .bytes()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .map(|c| char::from(c.to_ascii_lowercase()))
+            .collect();
+        if compact.ends_with("secretaccesskey") {
+            if let Some(aws) = self.bare_secret_key {
+                return Some(aws);
+            }
+        }
+        Some(index)
     }
 
     /// Finds the secrets in `text` and appends them to `spans` (unsorted, may overlap).
@@ -359,8 +392,8 @@ impl Scanner {
             for re in &d.regexes {
                 for caps in re.captures_iter(text) {
                     if let Some(range) = secret_range(re, &caps) {
-                        if d.check == Check::AssignedValue && !is_secret_value(&caps, text, &range)
-                        {
+                        let key = caps.name("key").map(|k| k.as_str());
+                        if d.check == Check::AssignedValue && !is_secret_value(key, text, &range) {
                             continue;
                         }
                         spans.push(Span {
@@ -431,6 +464,42 @@ pub fn merge(spans: &mut Vec<Span>) {
     *spans = merged;
 }
 
+/// Field names whose string value is a secret as a whole: they end in one of the words of
+/// `credential_assignment` (`password`, `client_secret`, `sessionToken`, `x-api-key`...).
+fn is_secret_field_name(key: &str) -> bool {
+    // Cheap reject first: every word below ends in one of these letters.
+    match key.as_bytes().last().map(u8::to_ascii_lowercase) {
+        Some(b'd' | b'e' | b't' | b'n' | b'y' | b'l' | b's') => {}
+        _ => return false,
+    }
+    const WORDS: &[&str] = &[
+        "password",
+        "passwd",
+        "passphrase",
+        "pwd",
+        "secret",
+        "token",
+        "apikey",
+        "api_key",
+        "api-key",
+        "accesskey",
+        "access_key",
+        "access-key",
+        "authkey",
+        "auth_key",
+        "privatekey",
+        "private_key",
+        "secretkey",
+        "secret_key",
+        "credential",
+        "credentials",
+    ];
+    let k = key.as_bytes();
+    WORDS
+        .iter()
+        .any(|w| k.len() >= w.len() && k[k.len() - w.len()..].eq_ignore_ascii_case(w.as_bytes()))
+}
+
 /// A 40-character AWS secret access key alone on a line (R2): base64 characters with at least
 /// one upper-case letter, one lower-case letter and one digit, so a git SHA-1 (lower-case hex)
 /// or a word is not one.
@@ -447,14 +516,14 @@ fn is_bare_secret_key(s: &str) -> bool {
 
 /// Whether an assigned value is a secret rather than a placeholder, a variable reference, an
 /// earlier redaction or a yes/no answer (`(using password: YES)`).
-fn is_secret_value(caps: &Captures<'_>, text: &str, range: &Range<usize>) -> bool {
+fn is_secret_value(key: Option<&str>, text: &str, range: &Range<usize>) -> bool {
     let value = text[range.clone()].trim_end_matches([')', ',', '.', ']', '}']);
     if value.is_empty() {
         return false;
     }
-    if let Some(key) = caps.name("key") {
+    if let Some(key) = key {
         // `PWD=/home/ssm-user` (printed by `env`) is the working directory.
-        let k = key.as_str().to_ascii_lowercase();
+        let k = key.to_ascii_lowercase();
         if k.ends_with("pwd") && (value.starts_with('/') || value.starts_with('~')) {
             return false;
         }

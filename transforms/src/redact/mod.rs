@@ -193,7 +193,11 @@ impl RedactConfig {
     }
 
     /// The per-event transform, without the runner (tests, benchmarks, fuzzing).
-    pub fn build_transform(&self, registry: Arc<MetricsRegistry>) -> Result<Redact, String> {
+    pub fn build_transform(
+        &self,
+        component: &str,
+        registry: Arc<MetricsRegistry>,
+    ) -> Result<Redact, String> {
         let redactor = self.compile()?;
         let annotated = vec![false; redactor.scanner.detector_count()];
         Ok(Redact {
@@ -204,6 +208,7 @@ impl RedactConfig {
             pem: PemSessions::default(),
             counters: HashMap::new(),
             registry,
+            component: component.to_string(),
             fired: annotated,
         })
     }
@@ -216,7 +221,7 @@ impl TransformConfig for RedactConfig {
     }
 
     async fn build(&self, cx: TransformContext) -> Result<ComponentTask, BuildError> {
-        let t = self.build_transform(Arc::clone(&cx.shared.registry))?;
+        let t = self.build_transform(&cx.name, Arc::clone(&cx.shared.registry))?;
         Ok(run_function_transform(t, cx))
     }
 }
@@ -301,6 +306,7 @@ pub struct Redact {
     pem: PemSessions,
     counters: HashMap<(usize, String), Arc<AtomicU64>>,
     registry: Arc<MetricsRegistry>,
+    component: String,
     /// Scratch: which detectors fired on the current event.
     fired: Vec<bool>,
 }
@@ -319,12 +325,13 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn value(&mut self, v: &mut Value, depth: usize) {
+    /// `key`: the name of the field holding `v` (for an array, of the field holding the array).
+    fn value(&mut self, v: &mut Value, key: &str, depth: usize) {
         match v {
-            Value::String(s) => self.string(s, depth),
+            Value::String(s) => self.string(s, key, depth),
             Value::Array(items) => {
                 for item in items {
-                    self.value(item, depth + 1);
+                    self.value(item, key, depth + 1);
                 }
             }
             Value::Object(map) => {
@@ -334,7 +341,7 @@ impl Walk<'_> {
                         self.path.push('.');
                     }
                     self.path.push_str(k);
-                    self.value(item, depth + 1);
+                    self.value(item, k, depth + 1);
                     self.path.truncate(len);
                 }
             }
@@ -349,7 +356,14 @@ impl Walk<'_> {
         h.finish()
     }
 
-    fn string(&mut self, s: &mut String, depth: usize) {
+    fn string(&mut self, s: &mut String, key: &str, depth: usize) {
+        if let Some(detector) = self.redactor.scanner.secret_field(key, s) {
+            let mut whole = String::new();
+            self.redactor.replacement(detector, s, &mut whole);
+            *s = whole;
+            self.hits.push((detector, self.label.clone()));
+            return;
+        }
         let stream_known = !self.pem.is_empty();
         let mut cursor = if stream_known {
             self.pem.get(self.stream())
@@ -445,7 +459,8 @@ impl Redact {
                     walk.path.push_str(f);
                     walk.label.clear();
                     walk.label.push_str(f);
-                    walk.value(v, f.split('.').count());
+                    let key = f.rsplit('.').next().unwrap_or(f);
+                    walk.value(v, key, f.split('.').count());
                 }
             }
         }
@@ -461,6 +476,7 @@ impl Redact {
                     REDACTIONS_METRIC,
                     "Secrets replaced by redact transforms, by detector and field.",
                     &[
+                        ("component", &self.component),
                         ("detector", self.redactor.detector_name(key.0)),
                         ("field", &key.1),
                     ],
@@ -479,7 +495,7 @@ fn walk_object(walk: &mut Walk<'_>, obj: &mut Object) {
         walk.path.push_str(k);
         walk.label.clear();
         walk.label.push_str(k);
-        walk.value(v, 1);
+        walk.value(v, k, 1);
     }
 }
 
