@@ -29,6 +29,8 @@ pub struct Span {
 enum Check {
     /// Every match is a secret.
     None,
+    /// The secret must not continue with `[A-Z0-9]` (a longer token is not an access key id).
+    NotFollowedByUpperAlnum,
     /// An assigned value: placeholders (`<not set>`, `****`, `${VAR}`, `YES`, an earlier
     /// redaction...) and working directories after a `pwd` key are not secrets.
     AssignedValue,
@@ -56,8 +58,10 @@ const BUILT_INS: &[BuiltIn] = &[
     BuiltIn {
         name: "aws_access_key_id",
         anchors: &["akia", "asia"],
-        patterns: &[r"(?-u:\b)((?:AKIA|ASIA)[A-Z0-9]{16})(?-u:\b)"],
-        check: Check::None,
+        // Not inside a longer upper-case run (base64 blobs), wherever else it stands: after
+        // stripping escapes a key can be glued to the text before it.
+        patterns: &[r"(?:^|[^A-Z0-9])((?:AKIA|ASIA)[A-Z0-9]{16})"],
+        check: Check::NotFollowedByUpperAlnum,
     },
     BuiltIn {
         name: AWS_SECRET_ACCESS_KEY,
@@ -71,8 +75,8 @@ const BUILT_INS: &[BuiltIn] = &[
         name: "github_token",
         anchors: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"],
         patterns: &[
-            r"(?-u:\b)(gh[pousr]_[A-Za-z0-9]{36,251})(?-u:\b)",
-            r"(?-u:\b)(github_pat_[A-Za-z0-9_]{22,244})(?-u:\b)",
+            r"(gh[pousr]_[A-Za-z0-9]{36,251})",
+            r"(github_pat_[A-Za-z0-9_]{22,244})",
         ],
         check: Check::None,
     },
@@ -83,7 +87,7 @@ const BUILT_INS: &[BuiltIn] = &[
             "glagent-", "gloas-",
         ],
         patterns: &[
-            r"(?-u:\b)((?:glpat|gldt|glrt|glptt|glft|glsoat|glcbt|glimt|glagent|gloas)-[A-Za-z0-9_-]{20,})",
+            r"((?:glpat|gldt|glrt|glptt|glft|glsoat|glcbt|glimt|glagent|gloas)-[A-Za-z0-9_-]{20,})",
         ],
         check: Check::None,
     },
@@ -91,8 +95,8 @@ const BUILT_INS: &[BuiltIn] = &[
         name: "slack_token",
         anchors: &["xox", "xapp-", "hooks.slack.com"],
         patterns: &[
-            r"(?-u:\b)(xox[abposre]-[A-Za-z0-9-]{10,})",
-            r"(?-u:\b)(xapp-[0-9]+-[A-Za-z0-9-]{10,})",
+            r"(xox[abposre]-[A-Za-z0-9-]{10,})",
+            r"(xapp-[0-9]+-[A-Za-z0-9-]{10,})",
             r"hooks\.slack\.com/(?:services|workflows|triggers)/([A-Za-z0-9/_-]+)",
         ],
         check: Check::None,
@@ -393,7 +397,15 @@ impl Scanner {
                 for caps in re.captures_iter(text) {
                     if let Some(range) = secret_range(re, &caps) {
                         let key = caps.name("key").map(|k| k.as_str());
-                        if d.check == Check::AssignedValue && !is_secret_value(key, text, &range) {
+                        let keep = match d.check {
+                            Check::None => true,
+                            Check::AssignedValue => is_secret_value(key, text, &range),
+                            Check::NotFollowedByUpperAlnum => !text
+                                .as_bytes()
+                                .get(range.end)
+                                .is_some_and(|c| c.is_ascii_uppercase() || c.is_ascii_digit()),
+                        };
+                        if !keep {
                             continue;
                         }
                         spans.push(Span {
