@@ -315,7 +315,11 @@ pub struct Redact {
 struct Walk<'a> {
     redactor: &'a Redactor,
     pem: &'a mut PemSessions,
-    session: u64,
+    /// Known up front only when some block is open; otherwise worked out after the walk, and
+    /// only if a block opened in this event (finding it costs several field look-ups).
+    session: Option<u64>,
+    /// Blocks opened in this event while `session` was unknown: (field path, cursor).
+    opened: Vec<(String, PemCursor)>,
     hits: Vec<(usize, String)>,
     /// The field path being visited (array indices left out: the elements of one array are
     /// one stream for PEM blocks).
@@ -349,11 +353,27 @@ impl Walk<'_> {
         }
     }
 
-    fn stream(&self) -> u64 {
-        let mut h = DefaultHasher::new();
-        self.session.hash(&mut h);
-        self.path.hash(&mut h);
-        h.finish()
+    fn cursor(&self) -> PemCursor {
+        match self.session {
+            Some(session) => self.pem.get(stream(session, &self.path)),
+            None => self
+                .opened
+                .iter()
+                .find(|(p, _)| *p == self.path)
+                .map(|(_, c)| *c)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn keep_cursor(&mut self, cursor: PemCursor) {
+        match self.session {
+            Some(session) => self.pem.put(stream(session, &self.path), cursor),
+            None => match self.opened.iter_mut().find(|(p, _)| *p == self.path) {
+                Some((_, c)) => *c = cursor,
+                None if cursor.inside => self.opened.push((self.path.clone(), cursor)),
+                None => {}
+            },
+        }
     }
 
     fn string(&mut self, s: &mut String, key: &str, depth: usize) {
@@ -364,12 +384,7 @@ impl Walk<'_> {
             self.hits.push((detector, self.label.clone()));
             return;
         }
-        let stream_known = !self.pem.is_empty();
-        let mut cursor = if stream_known {
-            self.pem.get(self.stream())
-        } else {
-            PemCursor::default()
-        };
+        let mut cursor = self.cursor();
         let mut fired: Vec<usize> = Vec::new();
         // A dead letter of a record that was not UTF-8: scan the text runs of its bytes.
         let redacted = if depth == 1 && self.path == "raw_base64" {
@@ -378,10 +393,7 @@ impl Walk<'_> {
             self.redactor
                 .redact_str(s, &mut cursor, &mut |d| fired.push(d))
         };
-        if stream_known || cursor.inside {
-            let stream = self.stream();
-            self.pem.put(stream, cursor);
-        }
+        self.keep_cursor(cursor);
         if let Some(new) = redacted {
             *s = new;
         }
@@ -389,6 +401,14 @@ impl Walk<'_> {
             self.hits.push((d, self.label.clone()));
         }
     }
+}
+
+/// The PEM stream of a field path in a session: a block continues only in the same field.
+fn stream(session: u64, path: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    session.hash(&mut h);
+    path.hash(&mut h);
+    h.finish()
 }
 
 /// Decodes `b64`, redacts each UTF-8 run of the bytes, re-encodes. Invalid bytes are kept as
@@ -441,11 +461,12 @@ impl Redact {
 
     /// Redacts one event's fields in place; returns the (detector, field) of each redaction.
     pub fn redact_fields(&mut self, event: &mut Event) -> Vec<(usize, String)> {
-        let session = self.session_of(event);
+        let session = (!self.pem.is_empty()).then(|| self.session_of(event));
         let mut walk = Walk {
             redactor: &self.redactor,
             pem: &mut self.pem,
             session,
+            opened: Vec::new(),
             hits: Vec::new(),
             path: String::new(),
             label: String::new(),
@@ -464,7 +485,14 @@ impl Redact {
                 }
             }
         }
-        walk.hits
+        let Walk { hits, opened, .. } = walk;
+        if !opened.is_empty() {
+            let session = self.session_of(event);
+            for (path, cursor) in opened {
+                self.pem.put(stream(session, &path), cursor);
+            }
+        }
+        hits
     }
 
     fn count(&mut self, detector: usize, field: String) {
