@@ -18,7 +18,9 @@ INPUT=$OUT/redact-input-$LINES.ndjson
 [ -f "$INPUT" ] || python3 "$SHARED/bench/gen_sessions.py" --count "$LINES" --seed redact-bench \
   --sessions 200 --format mixed --secret-fraction 0.1 --out "$INPUT" >/dev/null
 PROFILE=${PROFILE:-release}
-if [ "$PROFILE" = release ]; then cargo build --release --quiet; else cargo build --quiet; fi
+if [ -z "${NO_BUILD:-}" ]; then   # NO_BUILD=1: use the binary as it is
+  if [ "$PROFILE" = release ]; then cargo build --release --quiet; else cargo build --quiet; fi
+fi
 BIN=$ROOT/target/$PROFILE/sessiontrail
 [ -x "$BIN" ] || { echo "no binary at $BIN"; exit 1; }
 BYTES=$(stat -c %s "$INPUT")
@@ -44,9 +46,8 @@ pipeline() { # $1 = name, $2 = with redact (yes/no)
 
 # Runs "$@" with stdin from the input; prints "seconds peak_rss_kb".
 measure() {
-  local t
-  t=$( { /usr/bin/time -f '%e %M' "$@" <"$INPUT" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
-  echo "$t"
+  /usr/bin/time -o "$OUT/time.txt" -f '%e %M' "$@" <"$INPUT" >/dev/null 2>/dev/null
+  tail -1 "$OUT/time.txt"
 }
 
 report() { # name seconds rss_kb
