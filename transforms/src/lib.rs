@@ -3,10 +3,11 @@
 use sessiontrail_core::component::{parse_options, OptionError};
 use sessiontrail_core::TransformConfig;
 
+pub mod correlate;
 pub mod filter;
 
 /// Every `type:` a transform can have.
-pub const KINDS: &[&str] = &["filter"];
+pub const KINDS: &[&str] = &["correlate", "filter"];
 
 /// Builds the config of a transform of type `kind`; `None` if the type is unknown.
 pub fn parse(
@@ -19,6 +20,7 @@ pub fn parse(
         parse_options::<T>(v).map(|c| Box::new(c) as Box<dyn TransformConfig>)
     }
     Some(match kind {
+        "correlate" => boxed::<correlate::CorrelateConfig>(options),
         "filter" => boxed::<filter::FilterConfig>(options),
         _ => return None,
     })
