@@ -39,11 +39,18 @@ const USER_FIELDS: &[&str] = &[
     "user.uid",
     "actor.user.uid",
 ];
+/// `dst_endpoint.uid` first: the Windows agent's `resource_id` is the resource's identity,
+/// its host name only a label.
 const RESOURCE_FIELDS: &[&str] = &[
-    "dst_endpoint.hostname",
+    "dst_endpoint.uid",
     "dst_endpoint.instance_uid",
+    "dst_endpoint.hostname",
     "device.hostname",
 ];
+/// The default session id field, and where the `ocsf` transform puts the id for classes
+/// without a `session` attribute (API Activity for SSM, Network Activity for Parsec).
+pub const SESSION_ID_FIELD: &str = "session.uid";
+pub const ACTOR_SESSION_ID_FIELD: &str = "actor.session.uid";
 const PRODUCT_FIELD: &str = "metadata.product.name";
 
 /// What an event means to correlate.
@@ -154,6 +161,7 @@ pub struct Settings {
     pub max_session_age_ms: i64,
     pub allowed_lateness_ms: i64,
     pub dedupe_window_ms: i64,
+    pub correction_window_ms: i64,
     pub max_open_sessions: usize,
     pub duration_tolerance_ms: i64,
 }
@@ -383,7 +391,12 @@ impl Correlator {
             return;
         }
         let id_field = &self.settings.key_fields[0];
-        let Some(uid) = key_value(&event.fields, id_field) else {
+        let uid = key_value(&event.fields, id_field).or_else(|| {
+            (id_field == SESSION_ID_FIELD)
+                .then(|| key_value(&event.fields, ACTOR_SESSION_ID_FIELD))
+                .flatten()
+        });
+        let Some(uid) = uid else {
             let msg = format!("a session event needs the session key field `{id_field}`");
             self.dead_letter("missing_field", msg, event, out);
             return;
@@ -718,7 +731,11 @@ impl Correlator {
         let keep = match rec.status {
             // Waiting for a late start, or for a late end after expiry.
             Status::EndOnly | Status::Expired => self.settings.allowed_lateness_ms,
-            _ => self.settings.dedupe_window_ms,
+            // Duplicate ends and admin corrections find the session while it is kept.
+            _ => self
+                .settings
+                .dedupe_window_ms
+                .max(self.settings.correction_window_ms),
         };
         end.saturating_add(keep)
     }

@@ -56,6 +56,11 @@ pub struct CorrelateConfig {
     /// How long (event time) a closed session is remembered for duplicate and later ends.
     #[serde(default = "default_dedupe_window")]
     pub dedupe_window: String,
+    /// How long (event time) a closed session stays correctable by an admin correction
+    /// (`PUT /api/sessions/{id}`); closed sessions are kept for the longer of this and
+    /// `dedupe_window`.
+    #[serde(default = "default_correction_window")]
+    pub correction_window: String,
     /// At most this many open sessions; when full, the oldest is expired with an event.
     #[serde(default = "default_max_open_sessions")]
     pub max_open_sessions: usize,
@@ -80,6 +85,9 @@ fn default_allowed_lateness() -> String {
 }
 fn default_dedupe_window() -> String {
     "1h".into()
+}
+fn default_correction_window() -> String {
+    "7d".into()
 }
 fn default_max_open_sessions() -> usize {
     1_000_000
@@ -117,7 +125,8 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
 }
 
 impl CorrelateConfig {
-    fn settings(&self) -> Result<Settings, String> {
+    /// The resolved settings (validated).
+    pub fn settings(&self) -> Result<Settings, String> {
         if self.key_fields.is_empty() {
             return Err("key_fields must name at least the session id field".into());
         }
@@ -138,6 +147,7 @@ impl CorrelateConfig {
             max_session_age_ms: dur("max_session_age", &self.max_session_age)?,
             allowed_lateness_ms: dur("allowed_lateness", &self.allowed_lateness)?,
             dedupe_window_ms: dur("dedupe_window", &self.dedupe_window)?,
+            correction_window_ms: dur("correction_window", &self.correction_window)?,
             max_open_sessions: self.max_open_sessions,
             duration_tolerance_ms: dur("duration_tolerance", &self.duration_tolerance)?,
         })
@@ -248,8 +258,9 @@ async fn run(
     Ok(())
 }
 
-/// Applies a chunk to the table and commits the resulting changes in one transaction.
-fn apply_and_commit(
+/// Applies a chunk to the table and commits the resulting changes in one transaction (the
+/// transform's inner step; public for the benchmark in `examples/correlate_bench.rs`).
+pub fn apply_and_commit(
     correlator: &Mutex<Correlator>,
     store: &SessionStore,
     events: Vec<sessiontrail_core::Event>,
