@@ -4,9 +4,10 @@ use sessiontrail_core::component::{parse_options, OptionError};
 use sessiontrail_core::TransformConfig;
 
 pub mod filter;
+pub mod ocsf;
 
 /// Every `type:` a transform can have.
-pub const KINDS: &[&str] = &["filter"];
+pub const KINDS: &[&str] = &["filter", "ocsf"];
 
 /// Builds the config of a transform of type `kind`; `None` if the type is unknown.
 pub fn parse(
@@ -20,6 +21,7 @@ pub fn parse(
     }
     Some(match kind {
         "filter" => boxed::<filter::FilterConfig>(options),
+        "ocsf" => boxed::<ocsf::OcsfConfig>(options),
         _ => return None,
     })
 }
