@@ -1,5 +1,6 @@
-//! End-to-end tests of `type: correlate` through the built binary: corpus sessions, the live
-//! API, and a `kill -9` with open sessions followed by a restart.
+//! End-to-end tests of `type: correlate` through the built binary: Windows corpus records
+//! through the real `ocsf` transform into correlate, the live API, and a `kill -9` with open
+//! sessions followed by a restart.
 
 mod common;
 
@@ -25,7 +26,17 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-fn pipeline(dir: &Path, port: u16, extra: &str) -> std::path::PathBuf {
+/// stdin -> correlate -> file, with the `ocsf` transform in front when `raw` (corpus records).
+fn pipeline(dir: &Path, port: u16, raw: bool) -> std::path::PathBuf {
+    let (first, dead_inputs) = if raw {
+        (
+            "  normalize:\n    type: ocsf\n    inputs: [in]\n",
+            "[normalize.dropped, sessions.dropped]",
+        )
+    } else {
+        ("", "[sessions.dropped]")
+    };
+    let input = if raw { "normalize" } else { "in" };
     let yaml = format!(
         r#"data_dir: {data}
 api:
@@ -34,10 +45,9 @@ sources:
   in:
     type: stdin
 transforms:
-  sessions:
+{first}  sessions:
     type: correlate
-    inputs: [in]
-{extra}
+    inputs: [{input}]
 sinks:
   out:
     type: file
@@ -45,7 +55,7 @@ sinks:
     path: {out}
   dead:
     type: file
-    inputs: [sessions.dropped]
+    inputs: {dead_inputs}
     path: {dead}
 "#,
         data = dir.join("data").display(),
@@ -82,62 +92,6 @@ fn wait_ok(child: Child) {
         "sessiontrail failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Epoch ms of a Windows agent timestamp: RFC 3339 with offset, or PowerShell 5.1 `/Date(ms)/`.
-fn windows_time(s: &str) -> i64 {
-    if let Some(ms) = s.strip_prefix("/Date(").and_then(|r| r.strip_suffix(")/")) {
-        return ms.parse().expect("epoch ms");
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .expect("timestamp")
-        .timestamp_millis()
-}
-
-/// A stand-in for the `ocsf` transform (issue 6), mapping Windows agent records to the OCSF
-/// fields of the correlate contract (docs/correlate.md). Replaced by the real transform once
-/// it is merged.
-fn windows_to_ocsf(r: &Value) -> Value {
-    let activity = match r["event_type"].as_str() {
-        Some("session_notify") => 1,
-        Some("session_end_event") => 2,
-        Some("session_correction") => 99,
-        other => panic!("unexpected event_type {other:?}"),
-    };
-    let mut e = json!({
-        "class_uid": 3002, "category_uid": 3, "activity_id": activity,
-        "time": windows_time(r["timestamp"].as_str().unwrap()),
-        "metadata": {"uid": r["event_id"], "product": {"name": "sessiontrail Windows agent"}},
-        "session": {"uid": r["session_id"]},
-        "unmapped": {},
-    });
-    if let Some(user) = r["user_id"].as_str() {
-        e["user"] = json!({"name": user});
-    }
-    if let Some(res) = r["resource_id"].as_str() {
-        e["dst_endpoint"] = json!({"hostname": res});
-    }
-    if let Some(d) = r.get("duration_s").filter(|d| d.is_number()) {
-        e["unmapped"]["reported_duration_s"] = d.clone();
-    }
-    if let Some(reason) = r["reason"].as_str() {
-        e["unmapped"]["end_reason"] = json!(reason);
-    }
-    if activity == 99 {
-        e["activity_name"] = json!("Session Correction");
-        let mut c = json!({
-            "status_before": r["status_before"], "status_after": r["status_after"],
-            "updated_by": r["updater_id"], "reason": r["reason_comment"],
-        });
-        if let Some(t) = r["corrected_end_timestamp"].as_str() {
-            c["corrected_end_time"] = json!(windows_time(t));
-        }
-        if let Some(t) = r["corrected_reason"].as_str() {
-            c["corrected_reason"] = json!(t);
-        }
-        e["unmapped"]["session_correction"] = c;
-    }
-    e
 }
 
 fn corpus_records(rel: &str) -> Vec<Value> {
@@ -208,17 +162,15 @@ fn assert_session(got: &Value, want: &Value) {
 #[test]
 fn windows_normal_day_gives_exactly_the_expected_sessions() {
     let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(dir.path(), common::free_port(), "");
-    let events: Vec<Value> = corpus_records("windows/normal_day.ndjson")
-        .iter()
-        .map(windows_to_ocsf)
-        .collect();
-    let out = common::run_with_stdin(&["run", "-c", p.to_str().unwrap()], &ndjson_lines(&events));
+    let p = pipeline(dir.path(), common::free_port(), true);
+    let raw = std::fs::read(common::corpus("windows/normal_day.ndjson")).unwrap();
+    let out = common::run_with_stdin(&["run", "-c", p.to_str().unwrap()], &raw);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(common::read_ndjson(&dir.path().join("dead.ndjson")).is_empty());
     let got = final_sessions(&common::read_ndjson(&dir.path().join("out.ndjson")));
     let want = common::read_ndjson(&common::corpus(
         "expected/windows_normal_day.sessions.ndjson",
@@ -237,11 +189,9 @@ fn windows_normal_day_gives_exactly_the_expected_sessions() {
 fn windows_edge_cases_and_admin_corrections_match_the_corpus() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let p = pipeline(dir.path(), port, "");
-    let mut events: Vec<Value> = corpus_records("windows/edge_cases.ndjson")
-        .iter()
-        .map(windows_to_ocsf)
-        .collect();
+    let p = pipeline(dir.path(), port, true);
+    // The corpus bytes as they are (CRLF lines, PowerShell 5.1 escapes), then the corrections.
+    let mut input = std::fs::read(common::corpus("windows/edge_cases.ndjson")).unwrap();
     let mut corrections = 0;
     for envelope in corpus_records("windows/admin_corrections.ndjson") {
         // http_server (issue 4) rejects a PUT whose path id differs from the body's
@@ -253,14 +203,14 @@ fn windows_edge_cases_and_admin_corrections_match_the_corpus() {
             .next()
             .unwrap();
         if envelope["body"]["session_id"].as_str() == Some(path_id) {
-            events.push(windows_to_ocsf(&envelope["body"]));
+            input.extend_from_slice(format!("{}\n", envelope["body"]).as_bytes());
             corrections += 1;
         }
     }
     assert_eq!(corrections, 3);
     let mut child = spawn_with_stdin(&p);
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&ndjson_lines(&events)).unwrap();
+    stdin.write_all(&input).unwrap();
     stdin.flush().unwrap();
     // The unknown-session correction is the last event: once its dead letter is written,
     // every chunk before it has been committed.
@@ -326,7 +276,7 @@ fn windows_edge_cases_and_admin_corrections_match_the_corpus() {
         assert_eq!(c["status_after"], "closed");
     }
     let dead = common::read_ndjson(&dir.path().join("dead.ndjson"));
-    assert_eq!(dead.len(), 1);
+    assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["reason"], "unknown_session");
     assert_eq!(
         dead[0]["event"]["session"]["uid"],
@@ -359,7 +309,7 @@ fn end_event(i: usize) -> Value {
 fn open_sessions_survive_kill_9_and_are_correlated_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let p = pipeline(dir.path(), port, "");
+    let p = pipeline(dir.path(), port, false);
     let mut child = spawn_with_stdin(&p);
     let mut stdin = child.stdin.take().unwrap();
     let starts: Vec<Value> = (0..OPEN_SESSIONS).map(start_event).collect();

@@ -5,9 +5,10 @@ use sessiontrail_core::TransformConfig;
 
 pub mod correlate;
 pub mod filter;
+pub mod ocsf;
 
 /// Every `type:` a transform can have.
-pub const KINDS: &[&str] = &["correlate", "filter"];
+pub const KINDS: &[&str] = &["correlate", "filter", "ocsf"];
 
 /// Builds the config of a transform of type `kind`; `None` if the type is unknown.
 pub fn parse(
@@ -22,6 +23,7 @@ pub fn parse(
     Some(match kind {
         "correlate" => boxed::<correlate::CorrelateConfig>(options),
         "filter" => boxed::<filter::FilterConfig>(options),
+        "ocsf" => boxed::<ocsf::OcsfConfig>(options),
         _ => return None,
     })
 }
