@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): stdin -> ocsf -> file against stdin -> file on the same generated
+# mixed stream (Windows / SSM / WSB records), in the same run. Prints events/s, MB/s, peak RSS
+# and the machine's own baseline (cat FILE > /dev/null).
+#   bench/ocsf.sh [LINES]      (default 300000; needs a release build: cargo build --release)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+SHARED=${SESSIONTRAIL_SHARED:-$ROOT/../shared}
+LINES=${1:-300000}
+OUT=$ROOT/bench/out/ocsf
+BIN=$ROOT/target/release/sessiontrail
+mkdir -p "$OUT"
+[ -x "$BIN" ] || cargo build --release --quiet
+
+INPUT=$OUT/mixed-$LINES.ndjson
+[ -f "$INPUT" ] || python3 "$SHARED/bench/gen_sessions.py" --count "$LINES" --seed ocsf-bench \
+  --sessions 2000 --format mixed --out "$INPUT" >/dev/null
+BYTES=$(stat -c %s "$INPUT")
+
+pipeline() { # $1 = with transform (1) or not (0)
+  local p=$OUT/pipeline-$1.yaml
+  {
+    echo "data_dir: $OUT/data-$1"
+    echo "sources:"
+    echo "  in: { type: stdin }"
+    if [ "$1" = 1 ]; then
+      echo "transforms:"
+      echo "  normalize: { type: ocsf, inputs: [in] }"
+      echo "sinks:"
+      echo "  out: { type: file, inputs: [normalize], path: $OUT/out-1.ndjson, fsync: false }"
+      echo "  dropped: { type: blackhole, inputs: [in.dropped, normalize.dropped] }"
+    else
+      echo "sinks:"
+      echo "  out: { type: file, inputs: [in], path: $OUT/out-0.ndjson, fsync: false }"
+      echo "  dropped: { type: blackhole, inputs: [in.dropped] }"
+    fi
+  } >"$p"
+  echo "$p"
+}
+
+# run NAME CMD... -> "seconds peak_rss_kb"
+measure() {
+  local log=$OUT/time-$1.txt; shift
+  /usr/bin/time -v -o "$log" "$@" >/dev/null 2>&1
+  local secs rss
+  secs=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$log")
+  rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
+  echo "$secs $rss"
+}
+
+report() { # name secs rss events
+  awk -v n="$1" -v s="$2" -v r="$3" -v e="$4" -v b="$BYTES" \
+    'BEGIN { printf "%-22s %8.2f s %12.0f events/s %9.1f MB/s  peak RSS %6.1f MB\n", n, s, e/s, b/s/1e6, r/1024 }'
+}
+
+echo "input: $INPUT ($LINES lines, $((BYTES / 1000000)) MB); $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
+read -r s r < <(measure cat sh -c "cat '$INPUT' > /dev/null")
+report "cat (baseline)" "$s" "$r" "$LINES"
+rm -f "$OUT"/out-*.ndjson
+P0=$(pipeline 0); P1=$(pipeline 1)
+read -r s0 r0 < <(measure plain sh -c "'$BIN' run -c '$P0' < '$INPUT'")
+report "stdin -> file" "$s0" "$r0" "$LINES"
+read -r s1 r1 < <(measure ocsf sh -c "'$BIN' run -c '$P1' < '$INPUT'")
+EVENTS=$(wc -l < "$OUT/out-1.ndjson")
+report "stdin -> ocsf -> file" "$s1" "$r1" "$LINES"
+awk -v a="$s0" -v b="$s1" -v e="$EVENTS" \
+  'BEGIN { printf "ocsf throughput = %.0f%% of stdin -> file (target >= 70%%); %d OCSF events written\n", 100*a/b, e }'

@@ -1,0 +1,167 @@
+//! Benchmark of the correlate transform's inner loop (run by `bench/correlate.sh`, not a test):
+//! OCSF events applied to the session table in chunks, each chunk committed to a real state
+//! store (fsynced redb transaction in a temporary data_dir), as the transform does.
+//!
+//!   correlate_bench throughput EVENTS CONCURRENT   events/s with CONCURRENT open sessions
+//!   correlate_bench memory OPEN                    peak RSS / OPEN open sessions
+//!
+//! Event construction is timed separately and excluded from events/s.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use sessiontrail_core::metrics::MetricsRegistry;
+use sessiontrail_core::store::StateStore;
+use sessiontrail_core::Event;
+use sessiontrail_transforms::correlate::correlator::{CorrelateMetrics, Correlator};
+use sessiontrail_transforms::correlate::state::SessionStore;
+use sessiontrail_transforms::correlate::{
+    apply_and_commit, CorrelateConfig, MAX_EVENTS_PER_COMMIT,
+};
+
+const T0: i64 = 1_741_593_600_000;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn uuid(&mut self) -> String {
+        let (a, b) = (self.next(), self.next());
+        format!(
+            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            b >> 52,
+            b & 0xffff_ffff_ffff
+        )
+    }
+}
+
+struct Session {
+    id: String,
+    user: usize,
+    host: usize,
+}
+
+fn event(activity: u64, s: &Session, time: i64, rng: &mut Rng) -> Event {
+    let v = json!({
+        "class_uid": 3002, "category_uid": 3, "activity_id": activity, "time": time,
+        "metadata": {"uid": rng.uuid(), "product": {"name": "Windows"}, "version": "1.8.0"},
+        "session": {"uid": s.id},
+        "user": {"name": format!("CORP\\user{:02}", s.user)},
+        "dst_endpoint": {"hostname": format!("res-rds-waw-{:02}", s.host)},
+    });
+    let serde_json::Value::Object(fields) = v else {
+        unreachable!()
+    };
+    Event::new(fields, "bench".into(), 300)
+}
+
+fn rss_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim()
+                .trim_end_matches(" kB")
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).map(String::as_str).unwrap_or("throughput");
+    let n: usize = args
+        .get(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let concurrent: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let dir = std::env::temp_dir().join(format!("correlate-bench-{}", std::process::id()));
+    let store = SessionStore::new(StateStore::new(&dir).namespace("correlate/bench"));
+    let config: CorrelateConfig = serde_json::from_value(json!({})).unwrap();
+    let settings = config.settings().unwrap();
+    let metrics = CorrelateMetrics::new(MetricsRegistry::new(), "bench");
+    let correlator = Arc::new(Mutex::new(Correlator::new(
+        settings,
+        "bench".into(),
+        metrics,
+    )));
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut time = T0;
+    let mut build = Duration::ZERO;
+    let mut correlate = Duration::ZERO;
+    let mut commits = 0u64;
+    let rss_start = rss_kb("VmRSS:");
+    let mut run_chunk = |chunk: Vec<Event>, correlate: &mut Duration| {
+        let t = Instant::now();
+        let out = apply_and_commit(&correlator, &store, chunk).expect("commit");
+        *correlate += t.elapsed();
+        commits += 1;
+        drop(out);
+    };
+    let mut open: Vec<Session> = Vec::new();
+    let mut produced = 0usize;
+    while produced < n {
+        let t = Instant::now();
+        let mut chunk = Vec::with_capacity(MAX_EVENTS_PER_COMMIT);
+        while chunk.len() < MAX_EVENTS_PER_COMMIT && produced < n {
+            time += 50;
+            let new = Session {
+                id: rng.uuid(),
+                user: (rng.next() % 50) as usize,
+                host: (rng.next() % 20) as usize,
+            };
+            if mode == "memory" || open.len() < concurrent {
+                chunk.push(event(1, &new, time, &mut rng));
+                if mode != "memory" {
+                    open.push(new);
+                }
+                produced += 1;
+            } else {
+                let i = (rng.next() % open.len() as u64) as usize;
+                chunk.push(event(2, &open[i], time, &mut rng));
+                chunk.push(event(1, &new, time, &mut rng));
+                open[i] = new;
+                produced += 2;
+            }
+        }
+        build += t.elapsed();
+        run_chunk(chunk, &mut correlate);
+    }
+    let c = correlator.lock().unwrap();
+    let secs = correlate.as_secs_f64();
+    match mode {
+        "memory" => {
+            let open = c.table.open_count().max(1) as u64;
+            let hwm = rss_kb("VmHWM:");
+            let rss = rss_kb("VmRSS:");
+            println!(
+                "memory: {open} open sessions; peak RSS {} MiB = {} bytes/session; RSS now {} MiB, {} bytes/session above the start ({} MiB); table+index+heaps {} bytes/session; {commits} commits in {secs:.1}s",
+                hwm / 1024,
+                hwm * 1024 / open,
+                rss / 1024,
+                (rss.saturating_sub(rss_start)) * 1024 / open,
+                rss_start / 1024,
+                c.table.approx_heap_bytes() as u64 / open,
+            );
+        }
+        _ => println!(
+            "throughput: {produced} events, {} open at the end, {concurrent} concurrent: {:.0} events/s through correlate incl. commits ({commits} commits, {secs:.2}s; building the events took {:.2}s, excluded)",
+            c.table.open_count(),
+            produced as f64 / secs,
+            build.as_secs_f64()
+        ),
+    }
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+}

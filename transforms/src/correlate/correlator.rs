@@ -1,0 +1,909 @@
+//! The correlation rules: what each start, end, resume and admin correction does to the
+//! [`SessionTable`], and which events come out.
+//!
+//! Every input event comes out once (forwarded, possibly enriched) unless it is a duplicate
+//! (absorbed) or cannot be correlated (dead-lettered). Session results are ordinary events
+//! with `unmapped.session_status`; when a later event changes a result already emitted (a
+//! later duplicate end, a start that arrives after its end, an admin correction), a new result
+//! is emitted with `unmapped.correction = true`: for each session, the last result wins.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use sessiontrail_core::condition::Condition;
+use sessiontrail_core::json::{get_path, set_path};
+use sessiontrail_core::metrics::MetricsRegistry;
+use sessiontrail_core::{DeadLetter, Event, Object, Value};
+
+use super::table::{
+    KeyPart, SessionRecord, SessionTable, SessionUid, Status, Sym, FLAG_LOADED,
+    MAX_EXTRA_KEY_FIELDS, NO_REPORTED_DURATION, NO_SYM, NO_TIME,
+};
+
+/// OCSF classes and activities the default start/end recognition uses (contract with the
+/// `ocsf` transform, see `/work/shared/ocsf/MAPPINGS.md`).
+const CLASS_AUTHENTICATION: u64 = 3002;
+const CLASS_NETWORK_ACTIVITY: u64 = 4001;
+const CLASS_API_ACTIVITY: u64 = 6003;
+const ACTIVITY_LOGON_OR_OPEN: u64 = 1;
+const ACTIVITY_LOGOFF_OR_CLOSE: u64 = 2;
+const STATUS_FAILURE: u64 = 2;
+
+/// Where the session owner and the resource are found, first present wins.
+const USER_FIELDS: &[&str] = &[
+    "user.name",
+    "actor.user.name",
+    "user.email_addr",
+    "actor.user.email_addr",
+    "user.uid",
+    "actor.user.uid",
+];
+/// `dst_endpoint.uid` first: the Windows agent's `resource_id` is the resource's identity,
+/// its host name only a label.
+const RESOURCE_FIELDS: &[&str] = &[
+    "dst_endpoint.uid",
+    "dst_endpoint.instance_uid",
+    "dst_endpoint.hostname",
+    "device.hostname",
+];
+/// The default session id field, and where the `ocsf` transform puts the id for classes
+/// without a `session` attribute (API Activity for SSM, Network Activity for Parsec).
+pub const SESSION_ID_FIELD: &str = "session.uid";
+pub const ACTOR_SESSION_ID_FIELD: &str = "actor.session.uid";
+const PRODUCT_FIELD: &str = "metadata.product.name";
+
+/// What an event means to correlate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Start,
+    /// SSM ResumeSession: a reconnect inside a session.
+    Resume,
+    End,
+    /// An admin correction (`unmapped.session_correction`).
+    Correction,
+    /// Anything else: passed through unchanged.
+    Other,
+}
+
+/// The default recognition (OCSF class + activity), with optional overrides.
+pub fn classify(
+    fields: &Object,
+    starts_when: Option<&Condition>,
+    ends_when: Option<&Condition>,
+) -> EventKind {
+    if get_path(fields, "unmapped.session_correction").is_some_and(Value::is_object) {
+        return EventKind::Correction;
+    }
+    if starts_when.is_some_and(|c| c.matches(fields)) {
+        return EventKind::Start;
+    }
+    if ends_when.is_some_and(|c| c.matches(fields)) {
+        return EventKind::End;
+    }
+    let class = get_path(fields, "class_uid").and_then(Value::as_u64);
+    let activity = get_path(fields, "activity_id").and_then(Value::as_u64);
+    let kind = match (class, activity) {
+        (Some(CLASS_AUTHENTICATION | CLASS_NETWORK_ACTIVITY), Some(ACTIVITY_LOGON_OR_OPEN)) => {
+            EventKind::Start
+        }
+        (Some(CLASS_AUTHENTICATION | CLASS_NETWORK_ACTIVITY), Some(ACTIVITY_LOGOFF_OR_CLOSE)) => {
+            EventKind::End
+        }
+        (Some(CLASS_API_ACTIVITY), _) => {
+            match get_path(fields, "api.operation").and_then(Value::as_str) {
+                Some("StartSession") => EventKind::Start,
+                Some("ResumeSession") => EventKind::Resume,
+                Some("TerminateSession") => EventKind::End,
+                _ => EventKind::Other,
+            }
+        }
+        _ => EventKind::Other,
+    };
+    // An override replaces the default for its side.
+    match kind {
+        EventKind::Start if starts_when.is_some() => EventKind::Other,
+        EventKind::End if ends_when.is_some() => EventKind::Other,
+        k => k,
+    }
+}
+
+/// OCSF `time` (epoch ms, integer or float).
+pub fn event_time(fields: &Object) -> Option<i64> {
+    match fields.get("time")? {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
+        _ => None,
+    }
+}
+
+fn get_str<'a>(fields: &'a Object, path: &str) -> Option<&'a str> {
+    match get_path(fields, path)? {
+        Value::String(s) if !s.is_empty() => Some(s),
+        _ => None,
+    }
+}
+
+fn first_str<'a>(fields: &'a Object, paths: &[&str]) -> Option<&'a str> {
+    paths.iter().find_map(|p| get_str(fields, p))
+}
+
+/// A key field as text: strings as they are, numbers in decimal (Parsec ids are numbers).
+fn key_value(fields: &Object, path: &str) -> Option<String> {
+    match get_path(fields, path)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// FNV-1a 64: a stable hash (it is persisted) of an event id, for dedupe. 0 means "no id".
+pub fn event_id_hash(fields: &Object) -> u64 {
+    let Some(id) = key_value(fields, "metadata.uid") else {
+        return 0;
+    };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.max(1)
+}
+
+/// Settings resolved from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// First: the session id field; the others must match when both sides have them.
+    pub key_fields: Vec<String>,
+    pub starts_when: Option<Condition>,
+    pub ends_when: Option<Condition>,
+    pub max_session_age_ms: i64,
+    pub allowed_lateness_ms: i64,
+    pub dedupe_window_ms: i64,
+    pub correction_window_ms: i64,
+    pub max_open_sessions: usize,
+    pub duration_tolerance_ms: i64,
+}
+
+/// Duration histogram buckets in seconds (1 min .. 1 day).
+const DURATION_BUCKETS_S: &[f64] = &[
+    60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0,
+];
+
+/// The transform's own series on `/metrics`.
+pub struct CorrelateMetrics {
+    registry: Arc<MetricsRegistry>,
+    component: String,
+    started: Arc<AtomicU64>,
+    ended: Arc<AtomicU64>,
+    expired_by_age: Arc<AtomicU64>,
+    expired_by_capacity: Arc<AtomicU64>,
+    end_without_start: Arc<AtomicU64>,
+    duplicate_events: Arc<AtomicU64>,
+    ends_absorbed: Arc<AtomicU64>,
+    corrections: Arc<AtomicU64>,
+    open_by_product: HashMap<Sym, Arc<AtomicI64>>,
+    duration_buckets: Vec<Arc<AtomicU64>>,
+    duration_sum_s: Arc<AtomicU64>,
+    duration_count: Arc<AtomicU64>,
+}
+
+impl CorrelateMetrics {
+    pub fn new(registry: Arc<MetricsRegistry>, component: &str) -> Self {
+        let c = |name: &str, help: &str, extra: &[(&str, &str)]| {
+            let mut labels = vec![("component", component)];
+            labels.extend_from_slice(extra);
+            registry.counter(name, help, &labels)
+        };
+        let expired = "sessiontrail_sessions_expired_total";
+        let expired_help =
+            "Sessions closed without an end (reason: max_session_age or max_open_sessions).";
+        let duplicates = "sessiontrail_session_duplicates_total";
+        let dup_help = "Duplicate session events absorbed (kind: event_id = same metadata.uid, earlier_end = an end not later than the one kept).";
+        let bucket = "sessiontrail_session_duration_seconds_bucket";
+        let bucket_help = "Durations of correlated sessions (cumulative histogram buckets).";
+        let duration_buckets = DURATION_BUCKETS_S
+            .iter()
+            .map(|le| le.to_string())
+            .chain(std::iter::once("+Inf".to_string()))
+            .map(|le| c(bucket, bucket_help, &[("le", &le)]))
+            .collect();
+        CorrelateMetrics {
+            started: c(
+                "sessiontrail_sessions_started_total",
+                "Sessions opened.",
+                &[],
+            ),
+            ended: c(
+                "sessiontrail_sessions_ended_total",
+                "Sessions closed by an end event or an admin correction.",
+                &[],
+            ),
+            expired_by_age: c(expired, expired_help, &[("reason", "max_session_age")]),
+            expired_by_capacity: c(expired, expired_help, &[("reason", "max_open_sessions")]),
+            end_without_start: c(
+                "sessiontrail_sessions_end_without_start_total",
+                "Ends that matched no known session.",
+                &[],
+            ),
+            duplicate_events: c(duplicates, dup_help, &[("kind", "event_id")]),
+            ends_absorbed: c(duplicates, dup_help, &[("kind", "earlier_end")]),
+            corrections: c(
+                "sessiontrail_session_corrections_total",
+                "Admin corrections applied.",
+                &[],
+            ),
+            duration_sum_s: c(
+                "sessiontrail_session_duration_seconds_sum",
+                "Sum of correlated session durations, whole seconds.",
+                &[],
+            ),
+            duration_count: c(
+                "sessiontrail_session_duration_seconds_count",
+                "Number of correlated session durations.",
+                &[],
+            ),
+            duration_buckets,
+            open_by_product: HashMap::new(),
+            component: component.to_string(),
+            registry,
+        }
+    }
+
+    fn open_gauge(&mut self, product: Sym, strings: &super::table::Interner) -> Arc<AtomicI64> {
+        let registry = &self.registry;
+        let component = &self.component;
+        Arc::clone(self.open_by_product.entry(product).or_insert_with(|| {
+            registry.gauge(
+                "sessiontrail_sessions_open",
+                "Open sessions by product.",
+                &[
+                    ("component", component),
+                    ("product", strings.get(product).unwrap_or("")),
+                ],
+            )
+        }))
+    }
+
+    fn observe_duration(&self, ms: i64) {
+        let s = (ms.max(0) / 1000) as u64;
+        for (i, le) in DURATION_BUCKETS_S.iter().enumerate() {
+            if (s as f64) <= *le {
+                self.duration_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(inf) = self.duration_buckets.last() {
+            inf.fetch_add(1, Ordering::Relaxed);
+        }
+        self.duration_sum_s.fetch_add(s, Ordering::Relaxed);
+        self.duration_count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What a chunk of input produced, in input order.
+#[derive(Default)]
+pub struct ChunkOutput {
+    /// Sent downstream after the commit (input events keep their ack tokens).
+    pub forward: Vec<Event>,
+    /// Sent to `<name>.dropped` after the commit.
+    pub dead: Vec<Event>,
+    /// Duplicates: resolved as handled (`Filtered`) after the commit.
+    pub absorbed: Vec<Event>,
+}
+
+pub struct Correlator {
+    pub table: SessionTable,
+    settings: Settings,
+    name: Arc<str>,
+    /// Newest event time seen on a start or end (epoch ms): the clock of expiry and forgetting.
+    pub watermark: i64,
+    /// Raw end events of end-only sessions, by slot: a late start completes them.
+    end_only_bodies: HashMap<u32, Object>,
+    metrics: CorrelateMetrics,
+}
+
+impl Correlator {
+    pub fn new(settings: Settings, name: Arc<str>, metrics: CorrelateMetrics) -> Self {
+        Correlator {
+            table: SessionTable::new(),
+            settings,
+            name,
+            watermark: NO_TIME,
+            end_only_bodies: HashMap::new(),
+            metrics,
+        }
+    }
+
+    /// Restores a record read from the state store.
+    pub fn restore(&mut self, rec: SessionRecord, body: Option<Object>) {
+        let open = rec.status == Status::Open;
+        let product = rec.product;
+        let forget_at = self.forget_at(&rec);
+        let slot = self.table.insert(rec, false);
+        if open {
+            let strings = &self.table.strings;
+            self.metrics
+                .open_gauge(product, strings)
+                .fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.table.schedule_forget(slot, forget_at);
+        }
+        if let Some(b) = body {
+            self.end_only_bodies.insert(slot, b);
+        }
+    }
+
+    pub fn end_only_body(&self, slot: u32) -> Option<&Object> {
+        self.end_only_bodies.get(&slot)
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn process(&mut self, event: Event, out: &mut ChunkOutput) {
+        let kind = classify(
+            &event.fields,
+            self.settings.starts_when.as_ref(),
+            self.settings.ends_when.as_ref(),
+        );
+        if kind == EventKind::Other {
+            out.forward.push(event);
+            return;
+        }
+        let time = match event_time(&event.fields) {
+            Some(t) => t,
+            None => {
+                let reason = if event.fields.contains_key("time") {
+                    "wrong_type"
+                } else {
+                    "missing_field"
+                };
+                self.dead_letter(
+                    reason,
+                    "a session event needs `time` as epoch milliseconds".into(),
+                    event,
+                    out,
+                );
+                return;
+            }
+        };
+        if kind == EventKind::Start
+            && get_path(&event.fields, "status_id").and_then(Value::as_u64) == Some(STATUS_FAILURE)
+        {
+            let mut event = event;
+            set_path(
+                &mut event.fields,
+                "unmapped.correlation",
+                "failed_start".into(),
+            );
+            set_path(
+                &mut event.fields,
+                "unmapped.session_status",
+                "failed".into(),
+            );
+            out.forward.push(event);
+            return;
+        }
+        let id_field = &self.settings.key_fields[0];
+        let uid = key_value(&event.fields, id_field).or_else(|| {
+            (id_field == SESSION_ID_FIELD)
+                .then(|| key_value(&event.fields, ACTOR_SESSION_ID_FIELD))
+                .flatten()
+        });
+        let Some(uid) = uid else {
+            let msg = format!("a session event needs the session key field `{id_field}`");
+            self.dead_letter("missing_field", msg, event, out);
+            return;
+        };
+        let extra_values: Vec<Option<String>> = self.settings.key_fields[1..]
+            .iter()
+            .map(|f| key_value(&event.fields, f))
+            .collect();
+        let parts: Vec<KeyPart> = extra_values
+            .iter()
+            .map(|v| self.table.key_part(v.as_deref()))
+            .collect();
+        let slot = self.table.find(&uid, &parts);
+        match kind {
+            EventKind::Correction => {
+                self.on_correction(event, time, slot, &uid, out);
+                return;
+            }
+            EventKind::Start | EventKind::Resume => {
+                self.on_start(event, time, slot, &uid, &extra_values, kind, out)
+            }
+            EventKind::End => self.on_end(event, time, slot, &uid, &extra_values, out),
+            EventKind::Other => unreachable!("handled above"),
+        }
+        if time > self.watermark {
+            self.watermark = time;
+        }
+        self.sweep(out);
+    }
+
+    fn dead_letter(&self, reason: &str, message: String, event: Event, out: &mut ChunkOutput) {
+        out.dead
+            .push(DeadLetter::from_event(&self.name, reason, message, event));
+    }
+
+    /// A repeat of an event already absorbed. Within one run it is a duplicate delivery and is
+    /// dropped. When the record comes unchanged from the store, the repeat may be the source
+    /// replaying an event whose output was lost in a crash after the commit: forward it again
+    /// (at-least-once allows a duplicate, never a loss).
+    fn repeat(&mut self, mut event: Event, slot: u32, is_end: bool, out: &mut ChunkOutput) {
+        if self.table.get(slot).flags & FLAG_LOADED != 0 {
+            if is_end {
+                let status = self.table.get(slot).status;
+                let correlation = correlation_for(status);
+                self.annotate(&mut event.fields, slot, correlation, false);
+            }
+            out.forward.push(event);
+            return;
+        }
+        inc(&self.metrics.duplicate_events);
+        out.absorbed.push(event);
+    }
+
+    fn new_record(
+        &mut self,
+        uid: &str,
+        extra: &[Option<String>],
+        fields: &Object,
+    ) -> SessionRecord {
+        let mut rec = SessionRecord::new(SessionUid::new(uid));
+        for (i, v) in extra.iter().take(MAX_EXTRA_KEY_FIELDS).enumerate() {
+            rec.extra[i] = self.table.strings.intern_opt(v.as_deref());
+        }
+        rec.product = self
+            .table
+            .strings
+            .intern_opt(get_str(fields, PRODUCT_FIELD));
+        rec.user = self
+            .table
+            .strings
+            .intern_opt(first_str(fields, USER_FIELDS));
+        rec.resource = self
+            .table
+            .strings
+            .intern_opt(first_str(fields, RESOURCE_FIELDS));
+        rec
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_start(
+        &mut self,
+        event: Event,
+        time: i64,
+        slot: Option<u32>,
+        uid: &str,
+        extra: &[Option<String>],
+        kind: EventKind,
+        out: &mut ChunkOutput,
+    ) {
+        let event_id = event_id_hash(&event.fields);
+        let Some(slot) = slot else {
+            if self.table.open_count() >= self.settings.max_open_sessions {
+                if let Some(oldest) = self.table.pop_open_started_before(i64::MAX) {
+                    self.expire(oldest, "max_open_sessions", out);
+                }
+            }
+            let mut rec = self.new_record(uid, extra, &event.fields);
+            rec.start_ms = time;
+            rec.start_event = event_id;
+            rec.status = Status::Open;
+            if kind == EventKind::Resume {
+                rec.resumed = 1;
+            }
+            let product = rec.product;
+            self.table.insert(rec, true);
+            self.gauge_add(product, 1);
+            inc(&self.metrics.started);
+            out.forward.push(event);
+            return;
+        };
+        if kind == EventKind::Resume {
+            let rec = self.table.get_mut(slot);
+            rec.resumed = rec.resumed.saturating_add(1);
+            out.forward.push(event);
+            return;
+        }
+        let (status, start_ms, start_event) = {
+            let r = self.table.get(slot);
+            (r.status, r.start_ms, r.start_event)
+        };
+        if event_id != 0 && start_event == event_id {
+            self.repeat(event, slot, false, out);
+            return;
+        }
+        match status {
+            Status::Open => {
+                if time == start_ms {
+                    self.repeat(event, slot, false, out);
+                    return;
+                }
+                if time < start_ms {
+                    // Two starts for one session: the session began at the earlier one.
+                    let rec = self.table.get_mut(slot);
+                    rec.start_ms = time;
+                    rec.start_event = event_id;
+                    self.table.status_changed(slot, true);
+                }
+                out.forward.push(event);
+            }
+            Status::EndOnly if start_ms == NO_TIME => {
+                // The end arrived first: complete the session and correct its result.
+                let user = first_str(&event.fields, USER_FIELDS).map(str::to_string);
+                let resource = first_str(&event.fields, RESOURCE_FIELDS).map(str::to_string);
+                let user = self.table.strings.intern_opt(user.as_deref());
+                let resource = self.table.strings.intern_opt(resource.as_deref());
+                let rec = self.table.get_mut(slot);
+                rec.start_ms = time;
+                rec.start_event = event_id;
+                rec.status = Status::Complete;
+                if user != NO_SYM {
+                    rec.user = user;
+                }
+                if resource != NO_SYM {
+                    rec.resource = resource;
+                }
+                self.table.status_changed(slot, false);
+                let forget = self.forget_at(self.table.get(slot));
+                self.table.schedule_forget(slot, forget);
+                inc(&self.metrics.started);
+                if let Some(d) = self.table.get(slot).duration_ms() {
+                    self.metrics.observe_duration(d);
+                }
+                out.forward.push(event);
+                if let Some(mut body) = self.end_only_bodies.remove(&slot) {
+                    self.annotate(&mut body, slot, "late_start", true);
+                    out.forward.push(self.synthetic(body));
+                }
+            }
+            _ => {
+                // A start for a session already closed: nothing to change, keep the event.
+                out.forward.push(event);
+            }
+        }
+    }
+
+    fn on_end(
+        &mut self,
+        mut event: Event,
+        time: i64,
+        slot: Option<u32>,
+        uid: &str,
+        extra: &[Option<String>],
+        out: &mut ChunkOutput,
+    ) {
+        let event_id = event_id_hash(&event.fields);
+        let reason = get_str(&event.fields, "unmapped.end_reason").map(str::to_string);
+        let reason = self.table.strings.intern_opt(reason.as_deref());
+        let reported = get_path(&event.fields, "unmapped.reported_duration_s")
+            .and_then(Value::as_f64)
+            .filter(|d| d.is_finite() && *d >= 0.0 && *d < f64::from(NO_REPORTED_DURATION))
+            .map(|d| d as u32)
+            .unwrap_or(NO_REPORTED_DURATION);
+        let Some(slot) = slot else {
+            let mut rec = self.new_record(uid, extra, &event.fields);
+            rec.end_ms = time;
+            rec.end_event = event_id;
+            rec.end_reason = reason;
+            rec.reported_duration_s = reported;
+            rec.status = Status::EndOnly;
+            let forget = self.forget_at(&rec);
+            let slot = self.table.insert(rec, true);
+            self.table.schedule_forget(slot, forget);
+            self.end_only_bodies.insert(slot, event.fields.clone());
+            inc(&self.metrics.end_without_start);
+            self.annotate(&mut event.fields, slot, "end_without_start", false);
+            out.forward.push(event);
+            return;
+        };
+        let rec = self.table.get(slot);
+        let status = rec.status;
+        if event_id != 0 && rec.end_event == event_id {
+            self.repeat(event, slot, true, out);
+            return;
+        }
+        let (correlation, correction) = match status {
+            Status::Open => ("complete", false),
+            Status::Expired => ("late_end", true),
+            Status::Complete | Status::EndOnly if time > rec.end_ms => {
+                (correlation_for(status), true)
+            }
+            _ => {
+                // Not later than the end kept (or the session was closed by an admin).
+                inc(&self.metrics.ends_absorbed);
+                out.absorbed.push(event);
+                return;
+            }
+        };
+        let was_open = status == Status::Open;
+        let product = rec.product;
+        let rec = self.table.get_mut(slot);
+        rec.end_ms = time;
+        rec.end_event = event_id;
+        if reason != NO_SYM {
+            rec.end_reason = reason;
+        }
+        rec.reported_duration_s = reported;
+        if matches!(status, Status::Open | Status::Expired) {
+            rec.status = Status::Complete;
+            inc(&self.metrics.ended);
+            if let Some(d) = rec.duration_ms() {
+                self.metrics.observe_duration(d);
+            }
+        }
+        self.table.status_changed(slot, was_open);
+        if was_open {
+            self.gauge_add(product, -1);
+        }
+        if status == Status::EndOnly {
+            self.end_only_bodies.insert(slot, event.fields.clone());
+        }
+        let forget = self.forget_at(self.table.get(slot));
+        self.table.schedule_forget(slot, forget);
+        self.annotate(&mut event.fields, slot, correlation, correction);
+        out.forward.push(event);
+    }
+
+    fn on_correction(
+        &mut self,
+        mut event: Event,
+        time: i64,
+        slot: Option<u32>,
+        uid: &str,
+        out: &mut ChunkOutput,
+    ) {
+        let Some(slot) = slot else {
+            let msg = format!(
+                "correction for session {uid}, which is neither open nor closed within the last dedupe_window"
+            );
+            self.dead_letter("unknown_session", msg, event, out);
+            return;
+        };
+        let c = |k: &str| get_path(&event.fields, &format!("unmapped.session_correction.{k}"));
+        let status_after = c("status_after")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if status_after.as_deref().is_some_and(|s| s != "closed") {
+            let msg = "only corrections to status `closed` (close a session or amend a closed one) are supported".to_string();
+            self.dead_letter("unsupported_correction", msg, event, out);
+            return;
+        }
+        let corrected_end = c("corrected_end_time").and_then(Value::as_i64);
+        let corrected_reason = c("corrected_reason")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let updated_by = c("updated_by").and_then(Value::as_str).map(str::to_string);
+        let corrected_reason = self.table.strings.intern_opt(corrected_reason.as_deref());
+        let updated_by = self.table.strings.intern_opt(updated_by.as_deref());
+        let status = self.table.get(slot).status;
+        let product = self.table.get(slot).product;
+        let rec = self.table.get_mut(slot);
+        if corrected_reason != NO_SYM {
+            rec.end_reason = corrected_reason;
+        }
+        if updated_by != NO_SYM {
+            rec.corrected_by = updated_by;
+        }
+        let correlation = match status {
+            Status::Open | Status::Expired => {
+                rec.end_ms = corrected_end.unwrap_or(time);
+                rec.status = Status::ClosedByAdmin;
+                "closed_by_admin"
+            }
+            _ => {
+                if let Some(end) = corrected_end {
+                    rec.end_ms = end;
+                }
+                "amended"
+            }
+        };
+        if status == Status::Open {
+            inc(&self.metrics.ended);
+            if let Some(d) = self.table.get(slot).duration_ms() {
+                self.metrics.observe_duration(d);
+            }
+            self.gauge_add(product, -1);
+        }
+        self.table.status_changed(slot, status == Status::Open);
+        let forget = self.forget_at(self.table.get(slot));
+        self.table.schedule_forget(slot, forget);
+        inc(&self.metrics.corrections);
+        self.annotate(&mut event.fields, slot, correlation, status != Status::Open);
+        out.forward.push(event);
+    }
+
+    /// When a closed record may be forgotten (event time).
+    fn forget_at(&self, rec: &SessionRecord) -> i64 {
+        let end = if rec.end_ms == NO_TIME {
+            self.watermark
+        } else {
+            rec.end_ms
+        };
+        let keep = match rec.status {
+            // Waiting for a late start, or for a late end after expiry.
+            Status::EndOnly | Status::Expired => self.settings.allowed_lateness_ms,
+            // Duplicate ends and admin corrections find the session while it is kept.
+            _ => self
+                .settings
+                .dedupe_window_ms
+                .max(self.settings.correction_window_ms),
+        };
+        end.saturating_add(keep)
+    }
+
+    /// Expires open sessions older than `max_session_age` and forgets closed records whose
+    /// retention passed, both against the event-time watermark.
+    fn sweep(&mut self, out: &mut ChunkOutput) {
+        if self.watermark == NO_TIME {
+            return;
+        }
+        let cutoff = self
+            .watermark
+            .saturating_sub(self.settings.max_session_age_ms);
+        while let Some(slot) = self.table.pop_open_started_before(cutoff) {
+            self.expire(slot, "max_session_age", out);
+        }
+        while let Some(slot) = self.table.pop_forget_due(self.watermark) {
+            let due = self.forget_at(self.table.get(slot));
+            if due >= self.watermark {
+                self.table.schedule_forget(slot, due);
+            } else {
+                self.end_only_bodies.remove(&slot);
+                self.table.remove(slot);
+            }
+        }
+    }
+
+    /// Closes an open session without an end and emits an expiry event.
+    fn expire(&mut self, slot: u32, why: &str, out: &mut ChunkOutput) {
+        let at = if self.watermark == NO_TIME {
+            self.table.get(slot).start_ms
+        } else {
+            self.watermark
+        };
+        let product = self.table.get(slot).product;
+        let rec = self.table.get_mut(slot);
+        rec.status = Status::Expired;
+        rec.end_ms = at;
+        self.table.status_changed(slot, true);
+        self.gauge_add(product, -1);
+        let forget = self.forget_at(self.table.get(slot));
+        self.table.schedule_forget(slot, forget);
+        if why == "max_open_sessions" {
+            inc(&self.metrics.expired_by_capacity);
+        } else {
+            inc(&self.metrics.expired_by_age);
+        }
+        let mut fields = Object::new();
+        fields.insert("class_uid".into(), CLASS_AUTHENTICATION.into());
+        fields.insert("category_uid".into(), 3.into());
+        fields.insert("activity_id".into(), 99.into());
+        fields.insert("activity_name".into(), "Session Expired".into());
+        fields.insert("type_uid".into(), 300299.into());
+        fields.insert("severity_id".into(), 1.into());
+        fields.insert("time".into(), at.into());
+        let message = match why {
+            "max_open_sessions" => {
+                "session expired: max_open_sessions reached and it was the oldest open session"
+            }
+            _ => "session expired: no end within max_session_age",
+        };
+        fields.insert("message".into(), message.into());
+        let rec = self.table.get(slot);
+        set_path(
+            &mut fields,
+            &self.settings.key_fields[0],
+            rec.uid.as_string().into(),
+        );
+        for (i, f) in self.settings.key_fields[1..]
+            .iter()
+            .enumerate()
+            .take(MAX_EXTRA_KEY_FIELDS)
+        {
+            if let Some(v) = self.table.strings.get(rec.extra[i]) {
+                set_path(&mut fields, f, v.into());
+            }
+        }
+        let strings = &self.table.strings;
+        if let Some(p) = strings.get(rec.product) {
+            set_path(&mut fields, PRODUCT_FIELD, p.into());
+        }
+        if let Some(u) = strings.get(rec.user) {
+            set_path(&mut fields, "user.name", u.into());
+        }
+        if let Some(r) = strings.get(rec.resource) {
+            set_path(&mut fields, "dst_endpoint.hostname", r.into());
+        }
+        set_path(&mut fields, "unmapped.expiry_reason", why.into());
+        self.annotate(&mut fields, slot, "expired", false);
+        out.forward.push(self.synthetic(fields));
+    }
+
+    fn synthetic(&self, fields: Object) -> Event {
+        Event::new(fields, Arc::clone(&self.name), 0)
+    }
+
+    fn gauge_add(&mut self, product: Sym, delta: i64) {
+        let strings = &self.table.strings;
+        self.metrics
+            .open_gauge(product, strings)
+            .fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Writes the session result onto an event: `start_time`, `end_time`, `duration` (ms),
+    /// `session.created_time` and the `unmapped.session_*` fields.
+    pub fn annotate(&self, fields: &mut Object, slot: u32, correlation: &str, correction: bool) {
+        let rec = self.table.get(slot);
+        let strings = &self.table.strings;
+        for k in ["start_time", "end_time", "duration"] {
+            fields.remove(k);
+        }
+        if rec.start_ms != NO_TIME {
+            fields.insert("start_time".into(), rec.start_ms.into());
+            set_path(fields, "session.created_time", rec.start_ms.into());
+        }
+        if rec.status == Status::Expired {
+            set_path(fields, "unmapped.expired_at", rec.end_ms.into());
+        } else if rec.end_ms != NO_TIME {
+            fields.insert("end_time".into(), rec.end_ms.into());
+        }
+        let duration = (rec.status != Status::Expired)
+            .then(|| rec.duration_ms())
+            .flatten();
+        if let Some(d) = duration {
+            fields.insert("duration".into(), d.into());
+        }
+        set_path(fields, "unmapped.correlation", correlation.into());
+        set_path(
+            fields,
+            "unmapped.session_status",
+            rec.status.as_str().into(),
+        );
+        let text = |path: &str, sym: Sym, fields: &mut Object| {
+            if let Some(v) = strings.get(sym) {
+                set_path(fields, path, v.into());
+            }
+        };
+        text("unmapped.session_user", rec.user, fields);
+        text("unmapped.session_resource", rec.resource, fields);
+        text("unmapped.session_end_reason", rec.end_reason, fields);
+        text("unmapped.corrected_by", rec.corrected_by, fields);
+        if rec.resumed > 0 {
+            set_path(fields, "unmapped.resumed", rec.resumed.into());
+        }
+        if correction {
+            set_path(fields, "unmapped.correction", true.into());
+        }
+        if rec.reported_duration_s != NO_REPORTED_DURATION {
+            set_path(
+                fields,
+                "unmapped.reported_duration_s",
+                rec.reported_duration_s.into(),
+            );
+            if let Some(d) = duration {
+                let diff = (i64::from(rec.reported_duration_s) * 1000 - d).abs();
+                if diff > self.settings.duration_tolerance_ms {
+                    set_path(fields, "unmapped.duration_disagreement", true.into());
+                }
+            }
+        }
+    }
+}
+
+fn correlation_for(status: Status) -> &'static str {
+    match status {
+        Status::EndOnly => "end_without_start",
+        Status::ClosedByAdmin => "closed_by_admin",
+        Status::Expired => "expired",
+        _ => "complete",
+    }
+}

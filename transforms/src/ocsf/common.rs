@@ -1,0 +1,695 @@
+//! What every input mapping shares: the OCSF class tables (ids and captions), the base event
+//! every mapping starts from, timestamp parsing, the [`Reader`] that records which source
+//! fields a mapping consumed (the rest becomes `unmapped`), and the final clean-up pass that
+//! removes `null`s and empty objects (OCSF forbids `null`; an empty endpoint would fail the
+//! schema's "at least one of" rules).
+
+use sessiontrail_core::json::get_path;
+use sessiontrail_core::{Object, Value};
+
+use super::{InputSystem, OcsfVersion, ProductOverride};
+
+/// Why a record cannot be mapped. `reason` is one of the corpus' dead-letter reasons.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MapError {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl MapError {
+    pub fn missing(path: &str) -> Self {
+        MapError {
+            reason: "missing_field",
+            message: format!("required field \"{path}\" is missing"),
+        }
+    }
+    pub fn wrong_type(path: &str, expected: &str, found: &Value) -> Self {
+        MapError {
+            reason: "wrong_type",
+            message: format!(
+                "field \"{path}\" must be {expected}, found {}",
+                sessiontrail_core::json::kind_of(found)
+            ),
+        }
+    }
+    /// The message names the field only: a malformed timestamp could hold anything.
+    pub fn invalid_timestamp(path: &str, expected: &str) -> Self {
+        MapError {
+            reason: "invalid_timestamp",
+            message: format!("field \"{path}\" is not {expected}"),
+        }
+    }
+    pub fn unknown_event_type(path: &str, value: &str) -> Self {
+        MapError {
+            reason: "unknown_event_type",
+            message: format!(
+                "field \"{path}\" has unknown value \"{}\"",
+                truncate(value, MAX_ECHOED_CHARS)
+            ),
+        }
+    }
+}
+
+/// Event-type names are echoed in dead-letter messages; longer ones are cut (they are not
+/// secrets, but a message must stay a message).
+const MAX_ECHOED_CHARS: usize = 64;
+
+pub fn truncate(s: &str, max_chars: usize) -> &str {
+    match s.char_indices().nth(max_chars) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Classes and captions (from the OCSF schemas in shared/ocsf/schemas; identical in 1.3.0 and
+// 1.8.0 for every activity used here).
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    BaseEvent,
+    ProcessActivity,
+    Authentication,
+    NetworkActivity,
+    WebResourcesActivity,
+    ApiActivity,
+    WebResourceAccessActivity,
+    FileHostingActivity,
+}
+
+pub struct ClassInfo {
+    pub uid: i64,
+    pub name: &'static str,
+    pub category_uid: i64,
+    pub category_name: &'static str,
+    /// activity_id -> caption (0 Unknown and 99 Other are common to all classes).
+    pub activities: &'static [(i64, &'static str)],
+}
+
+impl Class {
+    pub fn info(self) -> &'static ClassInfo {
+        match self {
+            Class::BaseEvent => &BASE_EVENT,
+            Class::ProcessActivity => &PROCESS_ACTIVITY,
+            Class::Authentication => &AUTHENTICATION,
+            Class::NetworkActivity => &NETWORK_ACTIVITY,
+            Class::WebResourcesActivity => &WEB_RESOURCES_ACTIVITY,
+            Class::ApiActivity => &API_ACTIVITY,
+            Class::WebResourceAccessActivity => &WEB_RESOURCE_ACCESS_ACTIVITY,
+            Class::FileHostingActivity => &FILE_HOSTING_ACTIVITY,
+        }
+    }
+}
+
+static BASE_EVENT: ClassInfo = ClassInfo {
+    uid: 0,
+    name: "Base Event",
+    category_uid: 0,
+    category_name: "Uncategorized",
+    activities: &[],
+};
+static PROCESS_ACTIVITY: ClassInfo = ClassInfo {
+    uid: 1007,
+    name: "Process Activity",
+    category_uid: 1,
+    category_name: "System Activity",
+    activities: &[(1, "Launch"), (2, "Terminate")],
+};
+static AUTHENTICATION: ClassInfo = ClassInfo {
+    uid: 3002,
+    name: "Authentication",
+    category_uid: 3,
+    category_name: "Identity & Access Management",
+    activities: &[(1, "Logon"), (2, "Logoff")],
+};
+static NETWORK_ACTIVITY: ClassInfo = ClassInfo {
+    uid: 4001,
+    name: "Network Activity",
+    category_uid: 4,
+    category_name: "Network Activity",
+    activities: &[(1, "Open"), (2, "Close"), (4, "Fail"), (5, "Refuse")],
+};
+static WEB_RESOURCES_ACTIVITY: ClassInfo = ClassInfo {
+    uid: 6001,
+    name: "Web Resources Activity",
+    category_uid: 6,
+    category_name: "Application Activity",
+    activities: &[(2, "Read"), (6, "Import"), (7, "Export")],
+};
+static API_ACTIVITY: ClassInfo = ClassInfo {
+    uid: 6003,
+    name: "API Activity",
+    category_uid: 6,
+    category_name: "Application Activity",
+    activities: &[(1, "Create"), (2, "Read"), (3, "Update"), (4, "Delete")],
+};
+static WEB_RESOURCE_ACCESS_ACTIVITY: ClassInfo = ClassInfo {
+    uid: 6004,
+    name: "Web Resource Access Activity",
+    category_uid: 6,
+    category_name: "Application Activity",
+    activities: &[(1, "Access Grant"), (2, "Access Deny")],
+};
+static FILE_HOSTING_ACTIVITY: ClassInfo = ClassInfo {
+    uid: 6006,
+    name: "File Hosting Activity",
+    category_uid: 6,
+    category_name: "Application Activity",
+    activities: &[(1, "Upload"), (2, "Download")],
+};
+
+pub const ACTIVITY_OTHER: i64 = 99;
+
+/// What an activity is: a class activity id, or 99 Other with a source-specific name.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activity<'a> {
+    Id(i64),
+    Other(&'a str),
+}
+
+pub const STATUS_SUCCESS: i64 = 1;
+pub const STATUS_FAILURE: i64 = 2;
+
+pub fn status_caption(status_id: i64) -> &'static str {
+    match status_id {
+        1 => "Success",
+        2 => "Failure",
+        99 => "Other",
+        _ => "Unknown",
+    }
+}
+
+/// Severity is informational for every session-audit event: none of the sources rates them.
+const SEVERITY_INFORMATIONAL: i64 = 1;
+
+/// Who produced an event (`metadata.product`), per input system. Stable strings: the correlate
+/// transform keys sessions on them.
+pub fn default_product(system: InputSystem) -> (&'static str, &'static str) {
+    match system {
+        InputSystem::WindowsSession => ("Microsoft Windows", "Microsoft"),
+        InputSystem::SsmCloudtrail | InputSystem::SsmSessionStream | InputSystem::SsmTranscript => {
+            ("AWS Systems Manager Session Manager", "AWS")
+        }
+        InputSystem::Wsb => ("Amazon WorkSpaces Secure Browser", "AWS"),
+        InputSystem::Parsec => ("Parsec for Teams", "Parsec"),
+        // Never used: `auto` is resolved before mapping.
+        InputSystem::Auto => ("unknown", "unknown"),
+    }
+}
+
+/// Settings every mapping reads.
+pub struct MapContext {
+    pub version: OcsfVersion,
+    pub product: Box<dyn Fn(InputSystem) -> Object + Send + Sync>,
+    /// When the record was received (epoch ms): the time of last resort for records that
+    /// carry none (plain transcript text).
+    pub received_at_ms: i64,
+}
+
+impl MapContext {
+    pub fn new(version: OcsfVersion, overrides: super::ProductOverrides) -> Self {
+        MapContext {
+            version,
+            product: Box::new(move |system| product_object(system, overrides.get(system))),
+            received_at_ms: 0,
+        }
+    }
+
+    /// The skeleton of every event: class, activity, captions, type, time, severity, metadata.
+    pub fn event(
+        &self,
+        system: InputSystem,
+        class: Class,
+        activity: Activity<'_>,
+        time_ms: i64,
+    ) -> Object {
+        let info = class.info();
+        let (activity_id, activity_name) = match activity {
+            Activity::Id(id) => (
+                id,
+                info.activities
+                    .iter()
+                    .find(|(a, _)| *a == id)
+                    .map(|(_, n)| *n)
+                    .unwrap_or("Unknown"),
+            ),
+            Activity::Other(name) => (ACTIVITY_OTHER, name),
+        };
+        let mut e = Object::new();
+        e.insert("class_uid".into(), info.uid.into());
+        e.insert("class_name".into(), info.name.into());
+        e.insert("category_uid".into(), info.category_uid.into());
+        e.insert("category_name".into(), info.category_name.into());
+        e.insert("activity_id".into(), activity_id.into());
+        e.insert("activity_name".into(), activity_name.into());
+        e.insert("type_uid".into(), (info.uid * 100 + activity_id).into());
+        e.insert(
+            "type_name".into(),
+            format!("{}: {}", info.name, activity_name).into(),
+        );
+        e.insert("time".into(), time_ms.into());
+        e.insert("severity_id".into(), SEVERITY_INFORMATIONAL.into());
+        e.insert("severity".into(), "Informational".into());
+        let mut metadata = Object::new();
+        metadata.insert("version".into(), self.version.as_str().into());
+        metadata.insert("product".into(), Value::Object((self.product)(system)));
+        e.insert("metadata".into(), Value::Object(metadata));
+        e
+    }
+}
+
+fn product_object(system: InputSystem, over: Option<&ProductOverride>) -> Object {
+    let (name, vendor) = default_product(system);
+    let mut p = Object::new();
+    p.insert(
+        "name".into(),
+        over.and_then(|o| o.name.clone())
+            .unwrap_or_else(|| name.to_string())
+            .into(),
+    );
+    // OCSF 1.3.0 requires vendor_name; it is always set.
+    p.insert(
+        "vendor_name".into(),
+        over.and_then(|o| o.vendor_name.clone())
+            .unwrap_or_else(|| vendor.to_string())
+            .into(),
+    );
+    if let Some(v) = over.and_then(|o| o.version.clone()) {
+        p.insert("version".into(), v.into());
+    }
+    if let Some(u) = over.and_then(|o| o.uid.clone()) {
+        p.insert("uid".into(), u.into());
+    }
+    p
+}
+
+impl MapContext {
+    /// Sets `<object>.hostname`, or `<object>.name` in OCSF 1.3.0 when the value is not a DNS
+    /// hostname (1.3.0's `hostname_t` has a pattern; a Windows computer name such as
+    /// "山田のPC" does not match it; 1.8.0 accepts any string).
+    pub fn put_hostname(&self, e: &mut Object, object: &str, host: &str) {
+        let attr = if self.version == OcsfVersion::V1_3_0 && !is_dns_hostname(host) {
+            "name"
+        } else {
+            "hostname"
+        };
+        put(e, &format!("{object}.{attr}"), host);
+    }
+}
+
+/// OCSF 1.3.0 `hostname_t`: dot-separated labels of ASCII letters, digits and inner hyphens.
+pub fn is_dns_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+pub fn set_status(e: &mut Object, status_id: i64) {
+    e.insert("status_id".into(), status_id.into());
+    e.insert("status".into(), status_caption(status_id).into());
+}
+
+/// Adds a profile to `metadata.profiles` (an attribute a profile adds is only valid when the
+/// profile is declared).
+pub fn add_profile(e: &mut Object, profile: &str) {
+    if let Some(Value::Object(m)) = e.get_mut("metadata") {
+        let list = m
+            .entry("profiles")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(a) = list {
+            if !a.iter().any(|p| p == profile) {
+                a.push(profile.into());
+            }
+        }
+    }
+}
+
+/// Inserts `value` at `a.b.c` inside `e`, creating objects on the way.
+pub fn put(e: &mut Object, path: &str, value: impl Into<Value>) {
+    sessiontrail_core::json::set_path(e, path, value.into());
+}
+
+/// Inserts an optional string.
+pub fn put_opt(e: &mut Object, path: &str, value: Option<&str>) {
+    if let Some(v) = value {
+        put(e, path, v);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading source fields.
+
+/// Reads fields of a source object (or of one nested object, `prefix`) and remembers which
+/// ones a mapping used, so the rest can go to `unmapped`.
+pub struct Reader<'a> {
+    src: &'a Object,
+    prefix: &'static str,
+    used: Vec<(&'static str, &'static str)>,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(src: &'a Object) -> Self {
+        Reader {
+            src,
+            prefix: "",
+            used: Vec::new(),
+        }
+    }
+
+    /// A reader of the object at `prefix` (e.g. `"detail"`), whose used paths are recorded
+    /// relative to the record's root.
+    pub fn nested(src: &'a Object, prefix: &'static str) -> Self {
+        Reader {
+            src,
+            prefix,
+            used: Vec::new(),
+        }
+    }
+
+    /// The value at `path`, `None` when absent or `null` (not marked used).
+    pub fn peek(&self, path: &str) -> Option<&'a Value> {
+        get_path(self.src, path).filter(|v| !v.is_null())
+    }
+
+    pub fn mark(&mut self, path: &'static str) {
+        self.used.push((self.prefix, path));
+    }
+
+    fn full(&self, path: &str) -> String {
+        if self.prefix.is_empty() {
+            path.to_string()
+        } else {
+            format!("{}.{path}", self.prefix)
+        }
+    }
+
+    /// A required string: absent -> `missing_field`, `null` or another type -> `wrong_type`,
+    /// empty -> `missing_field`.
+    pub fn req_str(&mut self, path: &'static str) -> Result<&'a str, MapError> {
+        match get_path(self.src, path) {
+            None => Err(MapError::missing(&self.full(path))),
+            Some(Value::String(s)) if s.is_empty() => Err(MapError::missing(&self.full(path))),
+            Some(Value::String(s)) => {
+                self.mark(path);
+                Ok(s)
+            }
+            Some(other) => Err(MapError::wrong_type(&self.full(path), "a string", other)),
+        }
+    }
+
+    /// A required object (not marked used: its members are consumed one by one).
+    pub fn req_obj(&mut self, path: &'static str) -> Result<&'a Object, MapError> {
+        match get_path(self.src, path) {
+            None => Err(MapError::missing(&self.full(path))),
+            Some(Value::Object(m)) => Ok(m),
+            Some(other) => Err(MapError::wrong_type(&self.full(path), "an object", other)),
+        }
+    }
+
+    /// An optional string: used when it is a non-empty string; anything else stays where it
+    /// is and so ends up in `unmapped`.
+    pub fn str(&mut self, path: &'static str) -> Option<&'a str> {
+        match get_path(self.src, path) {
+            Some(Value::String(s)) if !s.is_empty() => {
+                self.mark(path);
+                Some(s)
+            }
+            _ => None,
+        }
+    }
+
+    /// An optional string that must be a string when present (`wrong_type` otherwise).
+    pub fn opt_str_strict(&mut self, path: &'static str) -> Result<Option<&'a str>, MapError> {
+        match get_path(self.src, path) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => {
+                self.mark(path);
+                Ok(Some(s))
+            }
+            Some(other) => Err(MapError::wrong_type(&self.full(path), "a string", other)),
+        }
+    }
+
+    pub fn i64(&mut self, path: &'static str) -> Option<i64> {
+        let v = get_path(self.src, path)?.as_i64()?;
+        self.mark(path);
+        Some(v)
+    }
+
+    pub fn number(&mut self, path: &'static str) -> Option<serde_json::Number> {
+        match get_path(self.src, path) {
+            Some(Value::Number(n)) => {
+                let n = n.clone();
+                self.mark(path);
+                Some(n)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn bool(&mut self, path: &'static str) -> Option<bool> {
+        let v = get_path(self.src, path)?.as_bool()?;
+        self.mark(path);
+        Some(v)
+    }
+
+    /// An RFC 3339 timestamp (or the Windows PowerShell 5.1 `/Date(ms)/` form when
+    /// `legacy_windows`), as epoch milliseconds.
+    pub fn req_time(
+        &mut self,
+        path: &'static str,
+        legacy_windows: bool,
+    ) -> Result<(i64, &'a str), MapError> {
+        let s = self.req_str(path)?;
+        let ms = parse_timestamp_ms(s, legacy_windows).ok_or_else(|| {
+            MapError::invalid_timestamp(&self.full(path), "an RFC 3339 timestamp")
+        })?;
+        Ok((ms, s))
+    }
+
+    pub fn used(self) -> Vec<(&'static str, &'static str)> {
+        self.used
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time.
+
+/// Earliest and latest accepted instants (epoch ms): years 1970 and 9999. Anything outside is
+/// a producer bug, not an audit event.
+const MIN_TIME_MS: i64 = 0;
+const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// RFC 3339 (any offset, any fraction) -> epoch ms. With `legacy_windows`, also the form
+/// Windows PowerShell 5.1's `ConvertTo-Json` writes for dates, `/Date(1741612800121)/`
+/// (optionally with a `+hhmm` suffix, which does not change the instant: the number is UTC).
+pub fn parse_timestamp_ms(s: &str, legacy_windows: bool) -> Option<i64> {
+    if legacy_windows {
+        if let Some(ms) = parse_ms_date(s) {
+            return Some(ms);
+        }
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    let ms = t.timestamp_millis();
+    (MIN_TIME_MS..=MAX_TIME_MS).contains(&ms).then_some(ms)
+}
+
+fn parse_ms_date(s: &str) -> Option<i64> {
+    let inner = s.strip_prefix("/Date(")?.strip_suffix(")/")?;
+    let digits_end = inner
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && c == '-')))
+        .map_or(inner.len(), |(i, _)| i);
+    let (num, rest) = inner.split_at(digits_end);
+    let offset_ok = rest.is_empty()
+        || (rest.len() == 5
+            && (rest.starts_with('+') || rest.starts_with('-'))
+            && rest[1..].bytes().all(|b| b.is_ascii_digit()));
+    if !offset_ok {
+        return None;
+    }
+    let ms: i64 = num.parse().ok()?;
+    (MIN_TIME_MS..=MAX_TIME_MS).contains(&ms).then_some(ms)
+}
+
+/// Epoch milliseconds given as a JSON number (WorkSpaces Secure Browser `time`).
+pub fn epoch_ms(v: &Value) -> Option<i64> {
+    let ms = match v {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && f.fract() == 0.0)
+                .map(|f| f as i64)
+        })?,
+        _ => return None,
+    };
+    (MIN_TIME_MS..=MAX_TIME_MS).contains(&ms).then_some(ms)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for common objects.
+
+/// OCSF `os.type_id` from a free-text OS name (values from the OCSF `os` object).
+pub fn os_object(name: &str, version: Option<&str>) -> Value {
+    let lower = name.to_ascii_lowercase();
+    let (type_id, caption) = if lower.contains("windows") || lower == "win" {
+        (100, "Windows")
+    } else if lower.contains("android") {
+        (201, "Android")
+    } else if lower.contains("linux") {
+        (200, "Linux")
+    } else if lower.contains("ipados") {
+        (302, "iPadOS")
+    } else if lower.contains("ios") && !lower.contains("macos") {
+        (301, "iOS")
+    } else if lower.contains("mac") || lower.contains("darwin") {
+        (300, "macOS")
+    } else {
+        (99, "Other")
+    };
+    let mut os = Object::new();
+    os.insert("name".into(), name.into());
+    os.insert("type_id".into(), type_id.into());
+    os.insert("type".into(), caption.into());
+    if let Some(v) = version {
+        os.insert("version".into(), v.into());
+    }
+    Value::Object(os)
+}
+
+/// A user object from a name that may be an e-mail address.
+pub fn user_named(name: &str) -> Object {
+    let mut u = Object::new();
+    u.insert("name".into(), name.into());
+    if looks_like_email(name) {
+        u.insert("email_addr".into(), name.into());
+    }
+    u
+}
+
+pub fn looks_like_email(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !s.contains(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+/// True for an IPv4 or IPv6 address (OCSF `ip_t` is validated by the schema's format).
+pub fn is_ip(s: &str) -> bool {
+    s.parse::<std::net::IpAddr>().is_ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clean-up.
+
+/// Removes `a.b.c` from `obj` (no-op when absent).
+pub fn remove_path(obj: &mut Object, prefix: &str, path: &str) {
+    let target = if prefix.is_empty() {
+        Some(obj)
+    } else {
+        match sessiontrail_core::json::get_path_mut(obj, prefix) {
+            Some(Value::Object(m)) => Some(m),
+            _ => None,
+        }
+    };
+    let Some(mut cur) = target else { return };
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            cur.remove(part);
+            return;
+        }
+        cur = match cur.get_mut(part) {
+            Some(Value::Object(m)) => m,
+            _ => return,
+        };
+    }
+}
+
+/// Removes `null` values and the objects left empty by that (recursively, arrays included).
+/// Returns true when `v` itself should be removed.
+pub fn strip_nulls(v: &mut Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => {
+            strip_object(m);
+            m.is_empty()
+        }
+        Value::Array(a) => {
+            a.retain_mut(|x| !strip_nulls(x));
+            false
+        }
+        _ => false,
+    }
+}
+
+pub fn strip_object(m: &mut Object) {
+    m.retain(|_, x| !strip_nulls(x));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_with_seven_fraction_digits_and_offset_is_utc_ms() {
+        assert_eq!(
+            parse_timestamp_ms("2025-03-10T09:30:12.2973809+09:00", false),
+            Some(1_741_566_612_297)
+        );
+    }
+
+    #[test]
+    fn legacy_powershell_date_is_epoch_ms_utc() {
+        assert_eq!(
+            parse_timestamp_ms("/Date(1741612800121)/", true),
+            Some(1_741_612_800_121)
+        );
+        assert_eq!(
+            parse_timestamp_ms("/Date(1741612800121+0100)/", true),
+            Some(1_741_612_800_121)
+        );
+        assert_eq!(parse_timestamp_ms("/Date(1741612800121)/", false), None);
+        assert_eq!(parse_timestamp_ms("/Date(abc)/", true), None);
+    }
+
+    #[test]
+    fn impossible_dates_are_rejected() {
+        assert_eq!(
+            parse_timestamp_ms("2025-02-30T10:00:00.0000000+01:00", false),
+            None
+        );
+        assert_eq!(parse_timestamp_ms("2025-03-10T25:00:00Z", false), None);
+        assert_eq!(parse_timestamp_ms("yesterday 10:00", false), None);
+    }
+
+    #[test]
+    fn nulls_and_emptied_objects_are_removed() {
+        let mut v = serde_json::json!({"a": null, "b": {"c": null}, "d": [1, null], "e": ""});
+        strip_nulls(&mut v);
+        assert_eq!(v, serde_json::json!({"d": [1], "e": ""}));
+    }
+
+    #[test]
+    fn remove_path_removes_nested_members_only() {
+        let mut o: Object =
+            serde_json::from_str(r#"{"detail":{"a":{"b":1,"c":2}},"x":1}"#).unwrap();
+        remove_path(&mut o, "detail", "a.b");
+        remove_path(&mut o, "", "x");
+        assert_eq!(
+            Value::Object(o),
+            serde_json::json!({"detail":{"a":{"c":2}}})
+        );
+    }
+}

@@ -1,0 +1,316 @@
+//! `type: ocsf` — maps the records of every supported input system to OCSF events (1.8.0 by
+//! default, 1.3.0 for Amazon Security Lake), following `shared/ocsf/MAPPINGS.md`; the field
+//! by field tables are in `docs/ocsf-mapping.md`.
+//!
+//! One module per input system owns its mapping (`windows`, `ssm_cloudtrail`, `ssm_stream`,
+//! `ssm_transcript`, `wsb`, `parsec`); `detect` recognises the system by the record's shape
+//! for `from: auto`; `common` holds the class tables, the base event, time parsing and the
+//! clean-up. A mapping reads the fields it needs and records which it used: every other
+//! source field is kept under `unmapped`, so nothing is lost in translation. A record that
+//! cannot be mapped (unknown shape or event type, missing required field, wrong type,
+//! unparseable timestamp) goes to `<name>.dropped` with that reason; the pipeline continues.
+
+pub mod common;
+pub mod detect;
+pub mod parsec;
+pub mod ssm_cloudtrail;
+pub mod ssm_stream;
+pub mod ssm_transcript;
+pub mod windows;
+pub mod wsb;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use sessiontrail_core::component::{
+    run_function_transform, ComponentTask, FunctionTransform, TransformContext, TransformOutput,
+};
+use sessiontrail_core::{BuildError, DeadLetter, Event, Object, TransformConfig, Value};
+
+use common::{remove_path, strip_object, MapContext, MapError};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OcsfConfig {
+    /// Which input system the records come from; `auto` (default) recognises each record by
+    /// its shape, so one transform can take a mixed stream.
+    #[serde(default)]
+    pub from: InputSystem,
+    /// OCSF version to emit: `1.8.0` (default) or `1.3.0` (Amazon Security Lake accepts 1.3
+    /// and earlier for custom sources).
+    #[serde(default)]
+    pub version: OcsfVersion,
+    /// Keep the original record, serialized, in `raw_data` (default false).
+    #[serde(default = "default_keep_raw")]
+    pub keep_raw: bool,
+    /// Replaces parts of `metadata.product` per input system, e.g.
+    /// `product: { parsec: { name: "Parsec", vendor_name: "Unity" } }`.
+    #[serde(default)]
+    pub product: ProductOverrides,
+}
+
+fn default_keep_raw() -> bool {
+    false
+}
+
+/// The input systems (corpus README sections A-D).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputSystem {
+    #[default]
+    Auto,
+    /// Windows logon/logoff agent: `session_notify`, `session_end_event`, `session_correction`.
+    WindowsSession,
+    /// CloudTrail records of SSM StartSession / ResumeSession / TerminateSession, bare or in an
+    /// EventBridge envelope.
+    SsmCloudtrail,
+    /// SSM session data streamed to CloudWatch Logs (one record per pty read).
+    SsmSessionStream,
+    /// SSM session transcripts (S3 `<sessionId>.log`, agent-local files): `message` text.
+    SsmTranscript,
+    /// Amazon WorkSpaces Secure Browser session logger events.
+    Wsb,
+    /// Parsec for Teams audit events.
+    Parsec,
+}
+
+impl InputSystem {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputSystem::Auto => "auto",
+            InputSystem::WindowsSession => "windows_session",
+            InputSystem::SsmCloudtrail => "ssm_cloudtrail",
+            InputSystem::SsmSessionStream => "ssm_session_stream",
+            InputSystem::SsmTranscript => "ssm_transcript",
+            InputSystem::Wsb => "wsb",
+            InputSystem::Parsec => "parsec",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum OcsfVersion {
+    #[default]
+    #[serde(rename = "1.8.0")]
+    V1_8_0,
+    #[serde(rename = "1.3.0")]
+    V1_3_0,
+}
+
+impl OcsfVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OcsfVersion::V1_8_0 => "1.8.0",
+            OcsfVersion::V1_3_0 => "1.3.0",
+        }
+    }
+}
+
+/// `metadata.product` replacements, per input system.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductOverrides {
+    pub windows_session: Option<ProductOverride>,
+    pub ssm_cloudtrail: Option<ProductOverride>,
+    pub ssm_session_stream: Option<ProductOverride>,
+    pub ssm_transcript: Option<ProductOverride>,
+    pub wsb: Option<ProductOverride>,
+    pub parsec: Option<ProductOverride>,
+}
+
+impl ProductOverrides {
+    pub fn get(&self, system: InputSystem) -> Option<&ProductOverride> {
+        match system {
+            InputSystem::Auto => None,
+            InputSystem::WindowsSession => self.windows_session.as_ref(),
+            InputSystem::SsmCloudtrail => self.ssm_cloudtrail.as_ref(),
+            InputSystem::SsmSessionStream => self.ssm_session_stream.as_ref(),
+            InputSystem::SsmTranscript => self.ssm_transcript.as_ref(),
+            InputSystem::Wsb => self.wsb.as_ref(),
+            InputSystem::Parsec => self.parsec.as_ref(),
+        }
+    }
+
+    fn all(&self) -> [(&'static str, Option<&ProductOverride>); 6] {
+        [
+            ("windows_session", self.windows_session.as_ref()),
+            ("ssm_cloudtrail", self.ssm_cloudtrail.as_ref()),
+            ("ssm_session_stream", self.ssm_session_stream.as_ref()),
+            ("ssm_transcript", self.ssm_transcript.as_ref()),
+            ("wsb", self.wsb.as_ref()),
+            ("parsec", self.parsec.as_ref()),
+        ]
+    }
+}
+
+/// Any subset of the `metadata.product` fields.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductOverride {
+    /// `metadata.product.name`.
+    pub name: Option<String>,
+    /// `metadata.product.vendor_name` (required by OCSF 1.3.0, so it can be replaced but not
+    /// removed).
+    pub vendor_name: Option<String>,
+    /// `metadata.product.version`.
+    pub version: Option<String>,
+    /// `metadata.product.uid`.
+    pub uid: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl TransformConfig for OcsfConfig {
+    fn validate(&self) -> Result<(), String> {
+        for (system, over) in self.product.all() {
+            let Some(o) = over else { continue };
+            for (field, value) in [
+                ("name", &o.name),
+                ("vendor_name", &o.vendor_name),
+                ("version", &o.version),
+                ("uid", &o.uid),
+            ] {
+                if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                    return Err(format!(
+                        "product.{system}.{field} is empty; give a value or leave the option out"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn build(&self, cx: TransformContext) -> Result<ComponentTask, BuildError> {
+        self.validate()?;
+        let transform = OcsfTransform::new(Arc::clone(&cx.name), self);
+        Ok(run_function_transform(transform, cx))
+    }
+}
+
+/// What a mapping produced from one record.
+pub struct Mapped {
+    /// The OCSF events, each with the `unmapped` members the mapping computed itself
+    /// (`end_reason`, `reported_duration_s`, a command's `output`...).
+    pub events: Vec<(Object, Object)>,
+    /// Source fields the mapping consumed, as (prefix, path); everything else goes to
+    /// `unmapped`.
+    pub used: Vec<(&'static str, &'static str)>,
+}
+
+impl Mapped {
+    pub fn one(
+        event: Object,
+        extra_unmapped: Object,
+        used: Vec<(&'static str, &'static str)>,
+    ) -> Self {
+        Mapped {
+            events: vec![(event, extra_unmapped)],
+            used,
+        }
+    }
+}
+
+pub struct OcsfTransform {
+    name: Arc<str>,
+    from: InputSystem,
+    keep_raw: bool,
+    cx: MapContext,
+    prompts: ssm_stream::PromptTracker,
+}
+
+impl OcsfTransform {
+    pub fn new(name: Arc<str>, config: &OcsfConfig) -> Self {
+        OcsfTransform {
+            name,
+            from: config.from,
+            keep_raw: config.keep_raw,
+            cx: MapContext::new(config.version, config.product.clone()),
+            prompts: ssm_stream::PromptTracker::default(),
+        }
+    }
+
+    /// Maps one record: the OCSF events, or why it cannot be mapped.
+    pub fn map_record(
+        &mut self,
+        fields: &Object,
+        labels: Option<&Object>,
+    ) -> Result<Mapped, MapError> {
+        let system = match self.from {
+            InputSystem::Auto => detect::detect(fields, labels)?,
+            s => s,
+        };
+        match system {
+            InputSystem::WindowsSession => windows::map(fields, &self.cx),
+            InputSystem::SsmCloudtrail => ssm_cloudtrail::map(fields, &self.cx),
+            InputSystem::SsmSessionStream => ssm_stream::map(fields, &self.cx, &mut self.prompts),
+            InputSystem::SsmTranscript => ssm_transcript::map(fields, labels, &self.cx),
+            InputSystem::Wsb => wsb::map(fields, &self.cx),
+            InputSystem::Parsec => parsec::map(fields, &self.cx),
+            InputSystem::Auto => Err(MapError::missing("(input system)")),
+        }
+    }
+
+    /// Turns a record into its OCSF events (the leftover source fields under `unmapped`), or
+    /// into a dead letter saying why it cannot be mapped.
+    pub fn convert(&mut self, event: Event) -> Result<Vec<Event>, Event> {
+        self.cx.received_at_ms = event.meta.received_at.timestamp_millis();
+        let mapped = match self.map_record(&event.fields, event.meta.labels.as_deref()) {
+            Ok(m) => m,
+            Err(e) => {
+                return Err(DeadLetter::from_event(
+                    &self.name, e.reason, e.message, event,
+                ))
+            }
+        };
+        let raw = if self.keep_raw {
+            serde_json::to_string(&event.fields).ok()
+        } else {
+            None
+        };
+        let Event { mut fields, meta } = event;
+        for (prefix, path) in &mapped.used {
+            remove_path(&mut fields, prefix, path);
+        }
+        strip_object(&mut fields);
+        let count = mapped.events.len();
+        let mut leftover = Some(fields);
+        let mut out = Vec::with_capacity(count);
+        for (i, (mut ocsf, extra)) in mapped.events.into_iter().enumerate() {
+            // The last event takes the leftovers, the others get a copy.
+            let mut unmapped = if i + 1 == count {
+                leftover.take().unwrap_or_default()
+            } else {
+                leftover.clone().unwrap_or_default()
+            };
+            for (k, v) in extra {
+                unmapped.insert(k, v);
+            }
+            strip_object(&mut unmapped);
+            if !unmapped.is_empty() {
+                ocsf.insert("unmapped".into(), Value::Object(unmapped));
+            }
+            if let Some(r) = &raw {
+                ocsf.insert("raw_data".into(), r.as_str().into());
+            }
+            strip_object(&mut ocsf);
+            out.push(Event {
+                fields: ocsf,
+                meta: meta.clone(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl FunctionTransform for OcsfTransform {
+    fn transform(&mut self, event: Event, output: &mut TransformOutput) {
+        match self.convert(event) {
+            Ok(events) => {
+                for e in events {
+                    output.emit(e);
+                }
+            }
+            Err(dead_letter) => output.dead_letter(dead_letter),
+        }
+    }
+}
