@@ -9,7 +9,7 @@ ROOT=$(pwd)
 SHARED=${SESSIONTRAIL_SHARED:-$ROOT/../shared}
 LINES=${1:-300000}
 OUT=$ROOT/bench/out/ocsf
-BIN=$ROOT/target/release/sessiontrail
+BIN=${SESSIONTRAIL_BIN:-$ROOT/target/release/sessiontrail}
 mkdir -p "$OUT"
 [ -x "$BIN" ] || cargo build --release --quiet
 

@@ -200,7 +200,8 @@ pub fn default_product(system: InputSystem) -> (&'static str, &'static str) {
 /// Settings every mapping reads.
 pub struct MapContext {
     pub version: OcsfVersion,
-    pub product: Box<dyn Fn(InputSystem) -> Object + Send + Sync>,
+    /// `metadata.product` per input system, built once (overrides applied).
+    products: Vec<(InputSystem, Object)>,
     /// When the record was received (epoch ms): the time of last resort for records that
     /// carry none (plain transcript text).
     pub received_at_ms: i64,
@@ -208,11 +209,30 @@ pub struct MapContext {
 
 impl MapContext {
     pub fn new(version: OcsfVersion, overrides: super::ProductOverrides) -> Self {
+        let products = [
+            InputSystem::WindowsSession,
+            InputSystem::SsmCloudtrail,
+            InputSystem::SsmSessionStream,
+            InputSystem::SsmTranscript,
+            InputSystem::Wsb,
+            InputSystem::Parsec,
+        ]
+        .into_iter()
+        .map(|s| (s, product_object(s, overrides.get(s))))
+        .collect();
         MapContext {
             version,
-            product: Box::new(move |system| product_object(system, overrides.get(system))),
+            products,
             received_at_ms: 0,
         }
+    }
+
+    fn product(&self, system: InputSystem) -> Object {
+        self.products
+            .iter()
+            .find(|(s, _)| *s == system)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| product_object(system, None))
     }
 
     /// The skeleton of every event: class, activity, captions, type, time, severity, metadata.
@@ -252,7 +272,7 @@ impl MapContext {
         e.insert("severity".into(), "Informational".into());
         let mut metadata = Object::new();
         metadata.insert("version".into(), self.version.as_str().into());
-        metadata.insert("product".into(), Value::Object((self.product)(system)));
+        metadata.insert("product".into(), Value::Object(self.product(system)));
         e.insert("metadata".into(), Value::Object(metadata));
         e
     }

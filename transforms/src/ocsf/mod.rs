@@ -314,3 +314,78 @@ impl FunctionTransform for OcsfTransform {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(v: serde_json::Value) -> OcsfConfig {
+        sessiontrail_core::component::parse_options(v).unwrap()
+    }
+
+    fn notify() -> Object {
+        serde_json::from_str(
+            r#"{"schema_version":"1.2","event_type":"session_notify","event_id":"e1",
+            "timestamp":"2025-03-10T09:30:12.2973809+09:00","event_trigger":"logon",
+            "session_id":"s1","resource_id":"res-1","user_id":"CORP\\ann","channel_type":"RDP",
+            "client":{"ip":null,"host":"PC-1"},"site":"waw"}"#,
+        )
+        .unwrap()
+    }
+
+    fn run(config: &OcsfConfig, fields: Object) -> Result<Vec<Object>, Object> {
+        let mut t = OcsfTransform::new(Arc::from("norm"), config);
+        t.convert(Event::new(fields, Arc::from("in"), 0))
+            .map(|es| es.into_iter().map(|e| e.fields).collect())
+            .map_err(|dl| dl.fields)
+    }
+
+    #[test]
+    fn unknown_source_fields_are_kept_under_unmapped_and_nulls_dropped() {
+        let out = run(&config(serde_json::json!({})), notify()).unwrap();
+        let e = &out[0];
+        assert_eq!(e["unmapped"]["site"], "waw");
+        assert!(e.get("src_endpoint").is_some_and(|s| s.get("ip").is_none()));
+        assert_eq!(e["session"]["uid"], "s1");
+        assert_eq!(e["time"], 1_741_566_612_297_i64);
+    }
+
+    #[test]
+    fn product_override_replaces_only_the_given_fields() {
+        let c = config(serde_json::json!({
+            "product": {"windows_session": {"name": "Acme logon agent", "version": "2.1"}}
+        }));
+        let e = &run(&c, notify()).unwrap()[0];
+        assert_eq!(
+            e["metadata"]["product"],
+            serde_json::json!({"name": "Acme logon agent", "vendor_name": "Microsoft", "version": "2.1"})
+        );
+    }
+
+    #[test]
+    fn keep_raw_puts_the_original_record_in_raw_data() {
+        let c = config(serde_json::json!({"keep_raw": true, "version": "1.3.0"}));
+        let e = &run(&c, notify()).unwrap()[0];
+        let raw: Object = serde_json::from_str(e["raw_data"].as_str().unwrap()).unwrap();
+        assert_eq!(raw, notify());
+        assert_eq!(e["metadata"]["version"], "1.3.0");
+    }
+
+    #[test]
+    fn a_forced_input_system_refuses_other_shapes() {
+        let c = config(serde_json::json!({"from": "parsec"}));
+        let dl = run(&c, notify()).unwrap_err();
+        assert_eq!(dl["reason"], "missing_field");
+        assert_eq!(dl["event"], Value::Object(notify()));
+    }
+
+    #[test]
+    fn bad_options_are_rejected() {
+        let parse = |v| sessiontrail_core::component::parse_options::<OcsfConfig>(v);
+        assert!(parse(serde_json::json!({"version": "1.4.0"})).is_err());
+        assert!(parse(serde_json::json!({"from": "syslog"})).is_err());
+        assert!(parse(serde_json::json!({"product": {"windows": {"name": "x"}}})).is_err());
+        let empty = config(serde_json::json!({"product": {"wsb": {"name": " "}}}));
+        assert!(empty.validate().is_err());
+    }
+}
