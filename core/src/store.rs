@@ -9,6 +9,11 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 
+/// redb's page cache. Its default (1 GiB) would dominate the process' memory once the
+/// correlation state grows; reads of our state are rare (start-up, API), so a small cache costs
+/// little.
+const STORE_CACHE_BYTES: usize = 32 << 20;
+
 /// A key and its value, as stored.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
@@ -50,7 +55,9 @@ impl StateStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let db = Database::create(&self.path)
+        let db = Database::builder()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create(&self.path)
             .map_err(|e| StoreError(format!("cannot open {}: {e}", self.path.display())))?;
         let db = Arc::new(db);
         let _ = self.db.set(Arc::clone(&db));
