@@ -849,7 +849,18 @@ impl Correlator {
         }
         if rec.start_ms != NO_TIME {
             fields.insert("start_time".into(), rec.start_ms.into());
-            set_path(fields, "session.created_time", rec.start_ms.into());
+            // Only Authentication has a top-level `session`; the other classes carry the
+            // session under `actor` and reject a top-level one.
+            let session_path = if fields.get("session").is_some_and(|s| s.is_object()) {
+                Some("session.created_time")
+            } else if get_path(fields, "actor.session").is_some_and(|s| s.is_object()) {
+                Some("actor.session.created_time")
+            } else {
+                None
+            };
+            if let Some(path) = session_path {
+                set_path(fields, path, rec.start_ms.into());
+            }
         }
         if rec.status == Status::Expired {
             set_path(fields, "unmapped.expired_at", rec.end_ms.into());
