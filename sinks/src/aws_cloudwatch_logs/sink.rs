@@ -16,8 +16,7 @@ use sessiontrail_core::template::{event_time, Template};
 use sessiontrail_core::{AckToken, BuildError, DeadLetter, DeliveryStatus, Event, Output};
 
 use super::batch::{
-    admit, rejection_of, split_into_batches, LogEntry, PutLogEventsBatch, Refusal, RejectedInfo,
-    MAX_AGE_MS,
+    admit, rejection_of, split_into_batches, LogEntry, PutLogEventsBatch, RejectedInfo, MAX_AGE_MS,
 };
 use super::CloudwatchLogsSinkConfig;
 use crate::batch::{run_batched, BatchLimits, BatchedSink};
@@ -253,12 +252,12 @@ impl Writer {
         event: InputLogEvent,
         ack: Option<AckToken>,
     ) -> DeadLetter {
-        let raw = event.message().unwrap_or_default();
+        let raw = event.message();
         DeadLetter::new(&self.name, reason, message)
             .raw(raw.as_bytes())
             .with("log_group", key.group.as_str())
             .with("log_stream", key.stream.as_str())
-            .with("timestamp", event.timestamp().unwrap_or_default())
+            .with("timestamp", event.timestamp())
             .ack(ack)
     }
 
