@@ -3,13 +3,17 @@
 use sessiontrail_core::component::{parse_options, OptionError};
 use sessiontrail_core::SourceConfig;
 
+pub mod aws_cloudwatch_logs;
+pub mod aws_s3;
 pub mod decoding;
 pub mod demo;
 pub mod http_server;
+pub mod parsec;
+pub mod pull;
 pub mod stdin;
 
 /// Every `type:` a source can have, for error messages and `--help`.
-pub const KINDS: &[&str] = &["demo", "http_server", "stdin"];
+pub const KINDS: &[&str] = &["aws_cloudwatch_logs", "aws_s3", "demo", "http_server", "parsec", "stdin"];
 
 /// Builds the config of a source of type `kind` from its options; `None` if the type is
 /// unknown.
@@ -26,6 +30,9 @@ pub fn parse(
         "demo" => boxed::<demo::DemoConfig>(options),
         "http_server" => boxed::<http_server::HttpServerConfig>(options),
         "stdin" => boxed::<stdin::StdinConfig>(options),
+        "parsec" => boxed::<parsec::ParsecConfig>(options),
+        "aws_s3" => boxed::<aws_s3::S3SourceConfig>(options),
+        "aws_cloudwatch_logs" => boxed::<aws_cloudwatch_logs::CloudWatchLogsSourceConfig>(options),
         _ => return None,
     })
 }
