@@ -5,10 +5,11 @@ use sessiontrail_core::SourceConfig;
 
 pub mod decoding;
 pub mod demo;
+pub mod file;
 pub mod stdin;
 
 /// Every `type:` a source can have, for error messages and `--help`.
-pub const KINDS: &[&str] = &["demo", "stdin"];
+pub const KINDS: &[&str] = &["demo", "file", "stdin"];
 
 /// Builds the config of a source of type `kind` from its options; `None` if the type is
 /// unknown.
@@ -23,6 +24,7 @@ pub fn parse(
     }
     Some(match kind {
         "demo" => boxed::<demo::DemoConfig>(options),
+        "file" => boxed::<file::FileSourceConfig>(options),
         "stdin" => boxed::<stdin::StdinConfig>(options),
         _ => return None,
     })
