@@ -7,13 +7,14 @@ pub mod aws_cloudwatch_logs;
 pub mod aws_s3;
 pub mod decoding;
 pub mod demo;
+pub mod file;
 pub mod http_server;
 pub mod parsec;
 pub mod pull;
 pub mod stdin;
 
 /// Every `type:` a source can have, for error messages and `--help`.
-pub const KINDS: &[&str] = &["aws_cloudwatch_logs", "aws_s3", "demo", "http_server", "parsec", "stdin"];
+pub const KINDS: &[&str] = &["aws_cloudwatch_logs", "aws_s3", "demo", "file", "http_server", "parsec", "stdin"];
 
 /// Builds the config of a source of type `kind` from its options; `None` if the type is
 /// unknown.
@@ -29,6 +30,7 @@ pub fn parse(
     Some(match kind {
         "demo" => boxed::<demo::DemoConfig>(options),
         "http_server" => boxed::<http_server::HttpServerConfig>(options),
+        "file" => boxed::<file::FileSourceConfig>(options),
         "stdin" => boxed::<stdin::StdinConfig>(options),
         "parsec" => boxed::<parsec::ParsecConfig>(options),
         "aws_s3" => boxed::<aws_s3::S3SourceConfig>(options),
