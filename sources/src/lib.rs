@@ -14,7 +14,15 @@ pub mod pull;
 pub mod stdin;
 
 /// Every `type:` a source can have, for error messages and `--help`.
-pub const KINDS: &[&str] = &["aws_cloudwatch_logs", "aws_s3", "demo", "file", "http_server", "parsec", "stdin"];
+pub const KINDS: &[&str] = &[
+    "aws_cloudwatch_logs",
+    "aws_s3",
+    "demo",
+    "file",
+    "http_server",
+    "parsec",
+    "stdin",
+];
 
 /// Builds the config of a source of type `kind` from its options; `None` if the type is
 /// unknown.

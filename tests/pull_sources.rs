@@ -1,5 +1,3 @@
-// NOT YET COMPILED OR RUN (build starvation on the shared machine): move to tests/pull_sources.rs,
-// fix what the compiler says, run with ./scripts/test. Kept outside tests/*.rs so it cannot break the suite.
 //! Pull sources end to end: `aws_s3` and `aws_cloudwatch_logs` against the AWS emulator that
 //! `./scripts/test` starts (moto, `AWS_ENDPOINT_URL`), written to with the real SDK; `parsec`
 //! against a local HTTP server that plays the corpus' recorded request scripts
