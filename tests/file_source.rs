@@ -107,7 +107,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-fn stop(mut child: Child) {
+fn stop(child: Child) {
     common::terminate(&child);
     let out = child.wait_with_output().expect("wait");
     assert!(

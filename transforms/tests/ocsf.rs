@@ -259,13 +259,13 @@ fn has_null(v: &Value) -> bool {
     }
 }
 
+/// Events per OCSF class_uid.
+type ClassCounts = BTreeMap<i64, usize>;
+/// Per corpus record (by its label): the OCSF events it mapped to, or its dead-letter reason.
+type RecordOutcomes = BTreeMap<String, Result<Vec<Value>, String>>;
+
 /// Maps the whole corpus in `version`: per-class counts, and the outcome of every record.
-fn map_corpus(
-    version: &str,
-) -> (
-    BTreeMap<i64, usize>,
-    BTreeMap<String, Result<Vec<Value>, String>>,
-) {
+fn map_corpus(version: &str) -> (ClassCounts, RecordOutcomes) {
     let schemas = Schemas::load(version);
     let mut t = transform(version);
     let mut per_class = BTreeMap::new();

@@ -381,6 +381,14 @@ impl S3Source {
             .map_err(|e| format!("decoding {key} panicked: {e}"))?;
         cx.metrics
             .add_received(decoded.records.len() as u64, body_len as u64);
+        tracing::debug!(
+            %key,
+            gzip = decoded.compressed,
+            bytes = body_len,
+            decompressed_bytes = decoded.decompressed_bytes,
+            records = decoded.records.len(),
+            "object decoded"
+        );
         let bucket = self.config.bucket.as_str();
         let mut dead = Vec::with_capacity(decoded.defects.len());
         for d in decoded.defects {
