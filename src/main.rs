@@ -92,6 +92,7 @@ fn print_config_errors(errors: &[config::ConfigError]) {
 }
 
 fn main() -> ExitCode {
+    sessiontrail_sources::install_tls_provider();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {

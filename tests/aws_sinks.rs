@@ -481,7 +481,10 @@ async fn throttling_proxy() -> ThrottlingProxy {
 
     let st = St {
         upstream: endpoint(),
-        client: reqwest::Client::new(),
+        client: {
+            common::install_tls_provider();
+            reqwest::Client::new()
+        },
         seen: Arc::new(AtomicU64::new(0)),
         throttled: Arc::new(AtomicU64::new(0)),
     };

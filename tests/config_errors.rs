@@ -109,7 +109,10 @@ fn unknown_type_lists_the_known_ones() {
         &[],
         3,
         11,
-        "unknown source type \"stdn\" for \"in\"; did you mean \"stdin\"? (known source types: demo, stdin)",
+        &format!(
+            "unknown source type \"stdn\" for \"in\"; did you mean \"stdin\"? (known source types: {})",
+            sessiontrail_sources::KINDS.join(", ")
+        ),
     );
 }
 

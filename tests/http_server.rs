@@ -73,6 +73,7 @@ impl Server {
 }
 
 fn client() -> reqwest::Client {
+    common::install_tls_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()

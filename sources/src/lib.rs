@@ -46,3 +46,10 @@ pub fn parse(
         _ => return None,
     })
 }
+
+/// Installs rustls' aws-lc-rs crypto provider (the one the AWS SDK already builds) as the
+/// process default. reqwest is built without a provider of its own, so this must run before
+/// any HTTPS client (the parsec source) is created. Safe to call more than once.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -102,3 +102,9 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// reqwest is built without a TLS crypto provider of its own (it shares the AWS SDK's
+/// aws-lc-rs): install it before creating an HTTP client in a test.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

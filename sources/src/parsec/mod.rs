@@ -187,6 +187,7 @@ impl SourceConfig for ParsecConfig {
                 .to_string()
                 .into());
         }
+        crate::install_tls_provider();
         let client = reqwest::Client::builder()
             .user_agent(concat!("sessiontrail/", env!("CARGO_PKG_VERSION")))
             .build()
