@@ -205,35 +205,45 @@ pub fn map(src: &Object, cx: &MapContext, prompts: &mut PromptTracker) -> Result
         }
         common_process_fields(&mut e, session_id, Some(instance), arn, run_as);
         // Synthetic: the read's time and position, stable when the record is read again.
-        put(&mut e, "process.uid", format!("{session_id}:{time_ms}:{n}"));
-        match c.cmd_line {
-            Some(cmd) => {
-                put(&mut e, "process.cmd_line", cmd);
-                put(
-                    &mut e,
-                    "message",
-                    format!("Command run in session {session_id}"),
-                );
-            }
-            None => put(
-                &mut e,
-                "message",
-                format!("Terminal output of session {session_id}"),
-            ),
-        }
-        let mut extra = Object::new();
-        if !c.output.is_empty() {
-            extra.insert(
-                "output".into(),
-                Value::Array(c.output.iter().map(|&l| Value::from(l)).collect()),
-            );
-        }
+        let extra = command_fields(&mut e, session_id, time_ms, n, c);
         events.push((e, extra));
     }
     Ok(Mapped {
         events,
         used: r.used(),
     })
+}
+
+/// The command-specific part of a Process Activity (shared with the transcript mapping):
+/// a synthetic `process.uid` (session, read time and position: stable when the record is
+/// read again), the command line and message; the output lines are returned for `unmapped`.
+pub fn command_fields(
+    e: &mut Object,
+    session_id: &str,
+    time_ms: i64,
+    n: usize,
+    c: &Command<'_>,
+) -> Object {
+    put(e, "process.uid", format!("{session_id}:{time_ms}:{n}"));
+    match c.cmd_line {
+        Some(cmd) => {
+            put(e, "process.cmd_line", cmd);
+            put(e, "message", format!("Command run in session {session_id}"));
+        }
+        None => put(
+            e,
+            "message",
+            format!("Terminal output of session {session_id}"),
+        ),
+    }
+    let mut extra = Object::new();
+    if !c.output.is_empty() {
+        extra.insert(
+            "output".into(),
+            Value::Array(c.output.iter().map(|&l| Value::from(l)).collect()),
+        );
+    }
+    extra
 }
 
 /// Who ran it, where, in which session (shared with the transcript mapping).

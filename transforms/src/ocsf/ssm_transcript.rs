@@ -15,7 +15,7 @@
 use sessiontrail_core::{Object, Value};
 
 use super::common::{put, put_opt, Activity, Class, MapContext, MapError, Reader};
-use super::ssm_stream::{common_process_fields, split_commands};
+use super::ssm_stream::{command_fields, common_process_fields, split_commands};
 use super::{InputSystem, Mapped};
 
 const SYSTEM: InputSystem = InputSystem::SsmTranscript;
@@ -96,29 +96,7 @@ pub fn map(src: &Object, labels: Option<&Object>, cx: &MapContext) -> Result<Map
             "AWS Systems Manager session log",
         );
         common_process_fields(&mut e, &session_id, instance.as_deref(), arn, run_as);
-        put(&mut e, "process.uid", format!("{session_id}:{time_ms}:{n}"));
-        match c.cmd_line {
-            Some(cmd) => {
-                put(&mut e, "process.cmd_line", cmd);
-                put(
-                    &mut e,
-                    "message",
-                    format!("Command run in session {session_id}"),
-                );
-            }
-            None => put(
-                &mut e,
-                "message",
-                format!("Terminal output of session {session_id}"),
-            ),
-        }
-        let mut extra = Object::new();
-        if !c.output.is_empty() {
-            extra.insert(
-                "output".into(),
-                Value::Array(c.output.iter().map(|&l| Value::from(l)).collect()),
-            );
-        }
+        let extra = command_fields(&mut e, &session_id, time_ms, n, c);
         events.push((e, extra));
     }
     Ok(Mapped {
