@@ -156,6 +156,19 @@ impl std::fmt::Display for Failure {
 /// error codes; every service also retries HTTP 429 and 5xx, timeouts and transport errors.
 /// Messages are built from the error code and AWS's message only (never the request, which
 /// could carry data or signatures).
+/// The counter of retried requests, one series per sink component (the same metric for every
+/// AWS sink, so dashboards need one query).
+pub fn retries_counter(
+    registry: &sessiontrail_core::metrics::MetricsRegistry,
+    component: &str,
+) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+    registry.counter(
+        "sessiontrail_sink_request_retries_total",
+        "Requests to a destination retried after a retriable error (throttling, 5xx, timeout).",
+        &[("component", component)],
+    )
+}
+
 pub fn classify<E: ProvideErrorMetadata>(
     err: &SdkError<E, HttpResponse>,
     retriable_codes: &[&str],

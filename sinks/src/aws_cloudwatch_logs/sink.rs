@@ -76,11 +76,7 @@ pub(super) async fn build(
         backoff: config.request.backoff(),
         dropped: cx.dropped.clone(),
         metrics: Arc::clone(&cx.metrics),
-        retries: cx.shared.registry.counter(
-            "sessiontrail_sink_request_retries_total",
-            "Requests to a destination retried after a retriable error (throttling, 5xx, timeout).",
-            &[("component", &name)],
-        ),
+        retries: crate::retry::retries_counter(&cx.shared.registry, &name),
         config: config.clone(),
     });
     if config.healthcheck {

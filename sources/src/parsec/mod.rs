@@ -298,12 +298,13 @@ impl ParsecSource {
             }
         }
         // Stop sending (the pipeline drains), then record what the sinks confirmed.
+        let name = Arc::clone(&cx.name);
         let SourceContext { out, dropped, .. } = cx;
         drop((out, dropped));
         while let Some(s) = self.acks.next().await {
             if !self
                 .settle(s)
-                .map_err(|m| ComponentError(format!("source parsec: {m}")))?
+                .map_err(|m| ComponentError(format!("source {name}: {m}")))?
             {
                 break;
             }
