@@ -75,6 +75,40 @@ fn demo_with_count_writes_exactly_that_many_lines_and_exits_zero() {
     }
 }
 
+/// After a crash the output can end in half a line; the next run must not glue its first
+/// record onto that fragment.
+#[test]
+fn a_file_sink_appending_after_a_torn_last_line_starts_on_a_new_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    std::fs::write(&out, "{\"whole\":1}\n{\"torn\":\"hal").unwrap();
+    let pipeline = common::write_pipeline(
+        dir.path(),
+        &format!(
+            "data_dir: {data}\nsources:\n  in:\n    type: stdin\n\
+             sinks:\n  out:\n    type: file\n    inputs: [in]\n    path: {out}\n",
+            data = dir.path().join("data").display(),
+            out = out.display()
+        ),
+    );
+    let run = common::run_with_stdin(
+        &["run", "-c", pipeline.to_str().unwrap()],
+        b"{\"n\":1}\n{\"n\":2}\n",
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        ["{\"whole\":1}", "{\"torn\":\"hal", "{\"n\":1}", "{\"n\":2}"],
+        "{text}"
+    );
+}
+
 #[test]
 fn stdin_lines_all_come_out_in_order_and_eof_exits_zero() {
     let dir = tempfile::tempdir().unwrap();

@@ -77,7 +77,12 @@ impl Writer {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
-            let f = OpenOptions::new().create(true).append(true).open(path)?;
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(path)?;
+            close_torn_line(&mut f)?;
             self.files.insert(path.to_path_buf(), (f, 0));
         }
         if let Some((f, last)) = self.files.get_mut(path) {
@@ -100,6 +105,25 @@ impl Writer {
             self.files.remove(&oldest);
         }
     }
+}
+
+/// A process killed in the middle of a write (kill -9, power loss) can leave the file ending
+/// in part of a line. Those events were never acknowledged, so they are sent again; without
+/// this, the next record would be glued onto the fragment and both lines would be lost to
+/// any NDJSON reader. Ending the fragment with a newline keeps the damage to one bad line.
+fn close_torn_line(f: &mut File) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    f.seek(SeekFrom::Start(len - 1))?;
+    f.read_exact(&mut last)?;
+    if last[0] != b'\n' {
+        f.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 /// One write + fsync: the serialized lines per file and what to acknowledge once they are

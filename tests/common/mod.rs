@@ -78,8 +78,37 @@ pub fn ndjson(text: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Reads an NDJSON file a sink may still be writing: a last line without its newline is a
+/// write in progress, not output, and is left out.
 pub fn read_ndjson(path: &Path) -> Vec<serde_json::Value> {
-    ndjson(&std::fs::read_to_string(path).unwrap_or_default())
+    ndjson(complete_lines(
+        &std::fs::read_to_string(path).unwrap_or_default(),
+    ))
+}
+
+/// Like `read_ndjson`, for output written across a SIGKILL: a line torn by the kill does not
+/// parse and is returned apart instead of failing the read.
+pub fn read_ndjson_with_torn(path: &Path) -> (Vec<serde_json::Value>, Vec<String>) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut values = Vec::new();
+    let mut torn = Vec::new();
+    for line in complete_lines(&text)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
+        match serde_json::from_str(line) {
+            Ok(v) => values.push(v),
+            Err(_) => torn.push(line.to_string()),
+        }
+    }
+    (values, torn)
+}
+
+fn complete_lines(text: &str) -> &str {
+    match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    }
 }
 
 /// Polls `f` every 50 ms until it returns true or `secs` pass.
