@@ -454,6 +454,15 @@ fn logs_client(rt: &tokio::runtime::Runtime) -> sessiontrail_aws::cloudwatchlogs
     rt.block_on(sessiontrail_aws::AwsOptions::default().logs_client())
 }
 
+/// The log stream of an SSM session record: its session id, '@' spelled "_at_" (see the
+/// CloudWatch test for why).
+fn stream_name_for(record: &Value) -> String {
+    record["sessionId"]
+        .as_str()
+        .expect("sessionId")
+        .replace('@', "_at_")
+}
+
 fn put_log_event(
     rt: &tokio::runtime::Runtime,
     c: &sessiontrail_aws::cloudwatchlogs::Client,
@@ -524,7 +533,6 @@ sinks:
 }
 
 #[test]
-#[ignore = "fails: after a restart the source does not return every late event (ingested after its timestamp); not yet diagnosed — see the issue 9 note"]
 fn cloudwatch_source_reads_ssm_stream_resumes_after_restart_and_catches_late_events() {
     require_emulator();
     let rt = runtime();
@@ -539,12 +547,11 @@ fn cloudwatch_source_reads_ssm_stream_resumes_after_restart_and_catches_late_eve
             .map(str::to_string)
             .collect();
     assert_eq!(records.len(), 24);
-    let session = |line: &str| {
-        serde_json::from_str::<Value>(line).unwrap()["sessionId"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    // The stream is named after the session, as the SSM agent does. moto (5.2.5) builds its
+    // FilterLogEvents page token as `group@stream@eventId` and splits it on '@', so a stream
+    // name holding the '@' of an SSO user's session id ends paging early (an empty page, no
+    // token). Real CloudWatch tokens are opaque; the test spells '@' as "_at_" to page here.
+    let session = |line: &str| stream_name_for(&serde_json::from_str::<Value>(line).unwrap());
     let now = chrono::Utc::now().timestamp_millis();
     let mut streams = HashSet::new();
     // Phase 1: 8 events well before the overlap window, 4 inside it.
@@ -602,7 +609,11 @@ fn cloudwatch_source_reads_ssm_stream_resumes_after_restart_and_catches_late_eve
     for r in &out {
         let meta = &r["_cloudwatch"];
         assert_eq!(meta["log_group"], group.as_str());
-        assert_eq!(meta["log_stream"], r["sessionId"], "stream = session id");
+        assert_eq!(
+            meta["log_stream"],
+            stream_name_for(r),
+            "stream = session id"
+        );
         *count
             .entry(meta["event_id"].as_str().unwrap().to_string())
             .or_default() += 1;
