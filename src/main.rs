@@ -12,6 +12,23 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc instead of glibc malloc: the pipeline allocates and frees millions of small
+/// strings and maps per second, across threads (parsed on the source's thread, freed on the
+/// sink's). With glibc, malloc/free took about a quarter of the CPU of `stdin -> file`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `mi_option_purge_delay` (v3 header: the 16th option of `mi_option_e`).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Returns freed memory to the OS at once instead of after mimalloc's default 10 ms delay:
+/// events are freed on another thread than the one that parsed them, and with the delay the
+/// peak RSS of `stdin -> file` was ~90 MiB instead of ~55 MiB, for no measurable speed gain.
+fn tune_allocator() {
+    // SAFETY: sets a process-wide integer option; called once, before any thread starts.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+}
+
 #[derive(Parser)]
 #[command(
     name = "sessiontrail",
@@ -92,6 +109,7 @@ fn print_config_errors(errors: &[config::ConfigError]) {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     sessiontrail_sources::install_tls_provider();
     let cli = Cli::parse();
     init_logging(cli.log_format);

@@ -95,13 +95,16 @@ pub fn decode_record(line: &[u8], max_bytes: usize) -> Result<Decoded, DecodeErr
     if line.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(Decoded::Blank);
     }
-    if let Err(e) = std::str::from_utf8(line) {
-        return Err(DecodeError {
+    // No UTF-8 pass before parsing: serde_json validates every string it reads, and outside
+    // strings only ASCII is valid JSON, so a successful parse implies valid UTF-8. The check
+    // runs only on failure, to give the precise reason (it was ~4% of ingest CPU).
+    let value = parse_strict(line).map_err(|e| match std::str::from_utf8(line) {
+        Err(bad) => DecodeError {
             reason: "invalid_utf8",
-            message: format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-        });
-    }
-    let value = parse_strict(line)?;
+            message: format!("invalid UTF-8 at byte {}", bad.valid_up_to()),
+        },
+        Ok(_) => e,
+    })?;
     match value {
         Value::Object(map) => Ok(Decoded::Record(map)),
         other => Err(DecodeError {
