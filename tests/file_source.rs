@@ -516,6 +516,7 @@ fn ssm_sidecar_pipeline_tails_the_agent_session_logs() {
     let s = Scene::new();
     let root = common::corpus("ssm/agent_local/var/lib/amazon/ssm");
     let out = s.root.join("stdout.ndjson");
+    let dropped = s.root.join("data").join("dropped.ndjson");
     let child = std::process::Command::new(common::bin())
         .args(["run", "-c", "pipelines/ssm-sidecar.yaml"])
         .env("SSM_AGENT_DIR", &root)
@@ -524,29 +525,80 @@ fn ssm_sidecar_pipeline_tails_the_agent_session_logs() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let expected_lines: usize = ["i-0a1b2c3d4e5f60718", "i-0f9e8d7c6b5a40312"]
-        .iter()
-        .flat_map(|i| {
-            glob_files(&root.join(i))
-                .into_iter()
-                .map(|f| std::fs::read(f).unwrap())
+    // Every transcript on the node: (instance id, session id, the commands typed in it).
+    let transcripts: Vec<(String, String, String)> = glob_files(&root)
+        .into_iter()
+        .map(|f| {
+            let rel = f
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let parts: Vec<&str> = rel.split('/').collect();
+            // <instance>/session/orchestration/<session>/Standard_Stream/<file>
+            let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+            (parts[0].to_string(), parts[3].to_string(), text)
         })
-        .map(|b| {
-            // Every line, blank ones too (they are transcript content), plus an unterminated
-            // last line.
-            let newlines = b.iter().filter(|c| **c == b'\n').count();
-            newlines + usize::from(b.last().is_some_and(|c| *c != b'\n'))
-        })
-        .sum();
-    let ok = common::wait_until(60, || common::read_ndjson(&out).len() >= expected_lines);
+        .collect();
+    assert!(
+        transcripts.len() >= 2,
+        "corpus transcripts found under {root:?}"
+    );
+    let sessions: std::collections::BTreeSet<&str> =
+        transcripts.iter().map(|(_, s, _)| s.as_str()).collect();
+    let seen_sessions = || -> std::collections::BTreeSet<String> {
+        common::read_ndjson(&out)
+            .iter()
+            .filter_map(|e| e["actor"]["session"]["uid"].as_str().map(str::to_string))
+            .collect()
+    };
+    // Wait for every session, then for the output to stop growing.
+    let ok = common::wait_until(60, || seen_sessions().len() >= sessions.len());
+    let mut last = 0;
+    common::wait_until(20, || {
+        let n = common::read_ndjson(&out).len();
+        let settled = n == last;
+        last = n;
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        settled
+    });
     stop(child);
-    assert!(ok);
+    assert!(
+        ok,
+        "sessions in the output: {:?}, expected {sessions:?}",
+        seen_sessions()
+    );
     let events = common::read_ndjson(&out);
-    assert_eq!(events.len(), expected_lines);
-    assert!(events.iter().all(|e| e["file"]
-        .as_str()
-        .unwrap()
-        .contains("/session/orchestration/")));
+    for e in &events {
+        assert_eq!(e["class_uid"], 1007, "Process Activity: {e}");
+        let session = e["actor"]["session"]["uid"].as_str().unwrap();
+        let (instance, _, _) = transcripts
+            .iter()
+            .find(|(_, s, _)| s == session)
+            .unwrap_or_else(|| panic!("unknown session {session}"));
+        assert_eq!(e["device"]["instance_uid"], instance.as_str(), "{e}");
+        assert!(e["metadata"]["log_name"]
+            .as_str()
+            .unwrap()
+            .contains("/session/orchestration/"));
+    }
+    // Each session's typed commands come out as Launch events.
+    for session in &sessions {
+        let launches = events
+            .iter()
+            .filter(|e| e["actor"]["session"]["uid"] == *session && e["activity_id"] == 1)
+            .count();
+        assert!(
+            launches > 0,
+            "no command of session {session} in the output"
+        );
+    }
+    assert!(
+        common::read_ndjson(&dropped).is_empty(),
+        "dead letters: {:?}",
+        common::read_ndjson(&dropped)
+    );
+    common::validate_ocsf(&out, "1.8.0");
 }
 
 fn glob_files(dir: &Path) -> Vec<PathBuf> {

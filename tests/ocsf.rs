@@ -8,36 +8,6 @@ use std::process::Command;
 
 use serde_json::Value;
 
-/// Python with `jsonschema` for validate-ocsf (`./scripts/test` exports it).
-fn python() -> String {
-    std::env::var("SESSIONTRAIL_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// Runs validate-ocsf --strict on `file` for `version`; returns its report.
-fn validate_ocsf(file: &Path, version: &str) -> String {
-    let out = Command::new(python())
-        .arg(common::shared().join("ocsf/validate-ocsf"))
-        .args(["--strict", "--max-errors", "20", "--ocsf-version", version])
-        .arg(file)
-        .output()
-        .expect("run validate-ocsf");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_ne!(
-        out.status.code(),
-        Some(2),
-        "validate-ocsf could not run (set SESSIONTRAIL_PYTHON to a python with jsonschema):\n{report}"
-    );
-    assert!(
-        out.status.success(),
-        "OCSF {version} output is invalid:\n{report}"
-    );
-    report
-}
-
 /// Corpus records as one NDJSON stream: NDJSON files as they are, Parsec pages and WSB JSON
 /// arrays flattened to one event per line (what the pull sources emit), transcripts as
 /// `{"message", "file"}`, admin-correction captures as their request body.
@@ -143,7 +113,7 @@ fn run_corpus(version: &str) {
     let events = common::read_ndjson(&dir.path().join("out.ndjson"));
     assert!(!events.is_empty());
     assert!(events.iter().all(|e| e["metadata"]["version"] == version));
-    let report = validate_ocsf(&dir.path().join("out.ndjson"), version);
+    let report = common::validate_ocsf(&dir.path().join("out.ndjson"), version);
     assert!(report.contains("0 invalid"), "{report}");
 
     // Malformed records are in the dead-letter file with a reason, and nothing else is.
@@ -249,5 +219,5 @@ fn example_pipeline_output_is_valid_ocsf() {
     assert_eq!(events.iter().filter(|e| e["activity_id"] == 2).count(), 14);
     let file = dir.path().join("out.ndjson");
     std::fs::write(&file, &out.stdout).unwrap();
-    validate_ocsf(&file, "1.8.0");
+    common::validate_ocsf(&file, "1.8.0");
 }

@@ -160,6 +160,11 @@ impl TransformOutput {
         self.discarded += 1;
         event.ack(DeliveryStatus::Filtered);
     }
+    /// Counts an event the transform consumed and resolved as handled itself (for example
+    /// one that maps to no output event).
+    pub fn count_discarded(&mut self) {
+        self.discarded += 1;
+    }
 }
 
 /// A transform that handles one event at a time with no timers (filter, redact, ocsf).

@@ -137,3 +137,33 @@ pub fn free_port() -> u16 {
 pub fn install_tls_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
+
+/// Python with `jsonschema` for validate-ocsf (`./scripts/test` exports it).
+pub fn python() -> String {
+    std::env::var("SESSIONTRAIL_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Runs validate-ocsf --strict on `file` for `version`; returns its report.
+pub fn validate_ocsf(file: &Path, version: &str) -> String {
+    let out = Command::new(python())
+        .arg(shared().join("ocsf/validate-ocsf"))
+        .args(["--strict", "--max-errors", "20", "--ocsf-version", version])
+        .arg(file)
+        .output()
+        .expect("run validate-ocsf");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "validate-ocsf could not run (set SESSIONTRAIL_PYTHON to a python with jsonschema):\n{report}"
+    );
+    assert!(
+        out.status.success(),
+        "OCSF {version} output is invalid:\n{report}"
+    );
+    report
+}

@@ -26,7 +26,9 @@ use serde::Deserialize;
 use sessiontrail_core::component::{
     run_function_transform, ComponentTask, FunctionTransform, TransformContext, TransformOutput,
 };
-use sessiontrail_core::{BuildError, DeadLetter, Event, Object, TransformConfig, Value};
+use sessiontrail_core::{
+    BuildError, DeadLetter, DeliveryStatus, Event, Object, TransformConfig, Value,
+};
 
 use common::{remove_path, strip_object, MapContext, MapError};
 
@@ -267,6 +269,12 @@ impl OcsfTransform {
         } else {
             None
         };
+        if mapped.events.is_empty() {
+            // Nothing to map (a blank transcript line, a transcript of only its header): the
+            // record is handled, not failed, or its source would re-read it forever.
+            event.ack(DeliveryStatus::Filtered);
+            return Ok(Vec::new());
+        }
         let Event { mut fields, meta } = event;
         for (prefix, path) in &mapped.used {
             remove_path(&mut fields, prefix, path);
@@ -305,6 +313,7 @@ impl OcsfTransform {
 impl FunctionTransform for OcsfTransform {
     fn transform(&mut self, event: Event, output: &mut TransformOutput) {
         match self.convert(event) {
+            Ok(events) if events.is_empty() => output.count_discarded(),
             Ok(events) => {
                 for e in events {
                     output.emit(e);
@@ -331,6 +340,27 @@ mod tests {
             "client":{"ip":null,"host":"PC-1"},"site":"waw"}"#,
         )
         .unwrap()
+    }
+
+    /// A blank line of a transcript tailed line by line maps to nothing, and its source
+    /// learns it was handled (an unresolved token would count as failed and be re-read).
+    #[test]
+    fn a_blank_transcript_line_maps_to_no_event_and_is_acknowledged_as_handled() {
+        let (notifier, mut rx) = sessiontrail_core::BatchNotifier::new();
+        let fields: Object = serde_json::from_value(serde_json::json!({
+            "message": "",
+            "file": "/var/lib/amazon/ssm/i-0123456789abcdef0/session/orchestration/s-1/Standard_Stream/s-1.log"
+        }))
+        .unwrap();
+        let mut event = Event::new(fields, Arc::from("in"), 0);
+        event.meta.ack = Some(notifier.token());
+        drop(notifier);
+        let mut t = OcsfTransform::new(Arc::from("norm"), &config(serde_json::json!({})));
+        let mut output = TransformOutput::default();
+        t.transform(event, &mut output);
+        assert!(output.out.is_empty() && output.dropped.is_empty());
+        let status = rx.try_recv().expect("the batch is resolved");
+        assert!(status.is_handled(), "{status:?}");
     }
 
     fn run(config: &OcsfConfig, fields: Object) -> Result<Vec<Object>, Object> {

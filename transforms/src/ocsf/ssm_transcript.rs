@@ -25,6 +25,13 @@ const LOCATION_KEYS: &[&str] = &["file", "path", "key"];
 
 pub fn map(src: &Object, labels: Option<&Object>, cx: &MapContext) -> Result<Mapped, MapError> {
     let mut r = Reader::new(src);
+    // A blank line of a transcript read line by line carries no command and no output.
+    if src.get("message").and_then(Value::as_str) == Some("") {
+        return Ok(Mapped {
+            events: Vec::new(),
+            used: Vec::new(),
+        });
+    }
     let text = r.req_str("message")?;
     let location = location(src, labels);
     let session_id = match r.opt_str_strict("sessionId")? {
