@@ -31,7 +31,7 @@ MOTO_PID=$!
 trap 'kill $MOTO_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/moto-api/" >/dev/null 2>&1 && break; sleep 0.1; done
 export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
-export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 
 "$PY" "$GEN" --count "$EVENTS" --seed bench --sessions 50 --format wsb --bad-fraction 0 --secret-fraction 0 --out "$OUT/wsb.ndjson" >/dev/null
 "$PY" "$GEN" --count "$EVENTS" --seed bench --sessions 50 --format ssm --bad-fraction 0 --secret-fraction 0 --out "$OUT/ssm.ndjson" >/dev/null
