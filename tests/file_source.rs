@@ -599,6 +599,25 @@ fn ssm_sidecar_pipeline_tails_the_agent_session_logs() {
         common::read_ndjson(&dropped)
     );
     common::validate_ocsf(&out, "1.8.0");
+
+    // Every line was acknowledged through redact and ocsf, so the checkpoints moved to the
+    // ends of the files: a second run has nothing to send again.
+    let again = s.root.join("stdout-again.ndjson");
+    let child = std::process::Command::new(common::bin())
+        .args(["run", "-c", "pipelines/ssm-sidecar.yaml"])
+        .env("SSM_AGENT_DIR", &root)
+        .env("SESSIONTRAIL_DATA_DIR", s.root.join("data"))
+        .stdout(std::fs::File::create(&again).unwrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    stop(child);
+    assert_eq!(
+        common::read_ndjson(&again).len(),
+        0,
+        "lines sent again after a restart"
+    );
 }
 
 fn glob_files(dir: &Path) -> Vec<PathBuf> {

@@ -832,3 +832,73 @@ fn windows_sessions_pipeline_is_valid_and_needs_its_tokens() {
         .expect("validate");
     assert!(!without.status.success());
 }
+
+/// The shipped Windows aggregator pipeline as an operator runs it: the agents' events POSTed
+/// over loopback come out as valid OCSF, paired into the corpus' expected sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_sessions_pipeline_turns_agent_posts_into_ocsf_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, api_port) = (free_port(), free_port());
+    let out = dir.path().join("stdout.ndjson");
+    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/windows-sessions.yaml");
+    let child = std::process::Command::new(bin())
+        .args(["run", "-c"])
+        .arg(&pipeline)
+        .env("AGENT_TOKEN", AGENT_TOKEN)
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("AGENTS_ADDRESS", format!("127.0.0.1:{port}"))
+        .env("SESSIONTRAIL_API", format!("127.0.0.1:{api_port}"))
+        .env("SESSIONTRAIL_DATA_DIR", dir.path().join("data"))
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+        .spawn()
+        .expect("spawn");
+    let server = Server {
+        child,
+        port,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    server.wait_listening();
+    let body = std::fs::read(corpus("windows/normal_day.ndjson")).unwrap();
+    let (status, response, _) = post(
+        &server,
+        "/events",
+        Some(AGENT_TOKEN),
+        "application/x-ndjson",
+        body,
+    )
+    .await;
+    // Acknowledgements are on: 200 means the events are written.
+    assert_eq!(status, 200, "{response}");
+    let events = read_ndjson(&out);
+    let report = common::validate_ocsf(&out, "1.8.0");
+    assert!(!report.is_empty());
+    let results: std::collections::HashMap<String, &Value> = events
+        .iter()
+        .filter(|e| e["unmapped"]["session_status"].is_string())
+        .map(|e| (e["session"]["uid"].as_str().unwrap().to_string(), e))
+        .collect();
+    let expected =
+        std::fs::read_to_string(corpus("expected/windows_normal_day.sessions.ndjson")).unwrap();
+    let expected: Vec<Value> = expected
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), expected.len(), "one result per session");
+    for x in &expected {
+        let id = x["session_id"].as_str().unwrap();
+        let r = results
+            .get(id)
+            .unwrap_or_else(|| panic!("no session result for {id}"));
+        assert_eq!(r["unmapped"]["session_status"], x["status"], "{id}");
+        assert_eq!(
+            r["duration"].as_i64().map(|ms| ms / 1000),
+            x["duration_s"].as_i64(),
+            "{id}"
+        );
+    }
+    assert!(
+        read_ndjson(&dir.path().join("data/agents-dropped.ndjson")).is_empty(),
+        "no dead letters"
+    );
+}

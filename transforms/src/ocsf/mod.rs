@@ -276,6 +276,7 @@ impl OcsfTransform {
             return Ok(Vec::new());
         }
         let Event { mut fields, meta } = event;
+        let mut original_meta = Some(meta);
         for (prefix, path) in &mapped.used {
             remove_path(&mut fields, prefix, path);
         }
@@ -301,10 +302,17 @@ impl OcsfTransform {
                 ocsf.insert("raw_data".into(), r.as_str().into());
             }
             strip_object(&mut ocsf);
-            out.push(Event {
-                fields: ocsf,
-                meta: meta.clone(),
-            });
+            // The last event takes the original metadata, the others a copy: every ack token
+            // made here must travel on, since a token dropped unresolved counts as a failed
+            // delivery for the source.
+            let meta = if i + 1 == count {
+                original_meta.take()
+            } else {
+                original_meta.clone()
+            };
+            if let Some(meta) = meta {
+                out.push(Event { fields: ocsf, meta });
+            }
         }
         Ok(out)
     }
@@ -361,6 +369,37 @@ mod tests {
         assert!(output.out.is_empty() && output.dropped.is_empty());
         let status = rx.try_recv().expect("the batch is resolved");
         assert!(status.is_handled(), "{status:?}");
+    }
+
+    /// An input mapped to one or several OCSF events: once the sinks deliver every one of
+    /// them, the source's batch is delivered (no token is lost on the way).
+    #[test]
+    fn delivered_outputs_acknowledge_the_input_as_delivered() {
+        let transcript = serde_json::json!({
+            "message": "$ whoami\nops\n$ uptime\n 10:00 up 1 day\n",
+            "file": "/var/lib/amazon/ssm/i-0123456789abcdef0/session/orchestration/s-1/Standard_Stream/s-1.log"
+        });
+        for (fields, expected_events) in [
+            (notify(), 1),
+            (serde_json::from_value(transcript).unwrap(), 2),
+        ] {
+            let (notifier, mut rx) = sessiontrail_core::BatchNotifier::new();
+            let mut event = Event::new(fields, Arc::from("in"), 0);
+            event.meta.ack = Some(notifier.token());
+            drop(notifier);
+            let mut t = OcsfTransform::new(Arc::from("norm"), &config(serde_json::json!({})));
+            let mut output = TransformOutput::default();
+            t.transform(event, &mut output);
+            assert_eq!(output.out.len(), expected_events);
+            assert!(rx.try_recv().is_err(), "resolved before delivery");
+            for e in output.out {
+                e.ack(DeliveryStatus::Delivered);
+            }
+            let status = rx
+                .try_recv()
+                .expect("resolved once every output is delivered");
+            assert_eq!(status.worst, DeliveryStatus::Delivered, "{status:?}");
+        }
     }
 
     fn run(config: &OcsfConfig, fields: Object) -> Result<Vec<Object>, Object> {
