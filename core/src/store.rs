@@ -127,6 +127,27 @@ impl Namespace {
         txn.commit().map_err(err)
     }
 
+    /// Calls `f` with every (key, value) of the namespace in key order, keys without the
+    /// namespace prefix, without collecting them (a large state would be held twice).
+    pub fn scan_each(&self, mut f: impl FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
+        let db = self.store.db()?;
+        let txn = db.begin_read().map_err(err)?;
+        let table = match txn.open_table(STATE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(err(e)),
+        };
+        for item in table.range(self.prefix.as_slice()..).map_err(err)? {
+            let (k, v) = item.map_err(err)?;
+            let k = k.value();
+            if !k.starts_with(&self.prefix) {
+                break;
+            }
+            f(&k[self.prefix.len()..], v.value());
+        }
+        Ok(())
+    }
+
     /// Every (key, value) of the namespace, keys without the namespace prefix.
     pub fn scan(&self) -> Result<Vec<Entry>, StoreError> {
         let db = self.store.db()?;

@@ -140,13 +140,20 @@ fn main() {
     }
     let c = correlator.lock().unwrap();
     let secs = correlate.as_secs_f64();
+    let log = store.stats();
+    let log = format!(
+        "state log {} segments, {:.1} MiB, {} live records",
+        log.segments,
+        log.bytes as f64 / 1_048_576.0,
+        log.live_records
+    );
     match mode {
         "memory" => {
             let open = c.table.open_count().max(1) as u64;
             let hwm = rss_kb("VmHWM:");
             let rss = rss_kb("VmRSS:");
             println!(
-                "memory: {open} open sessions; peak RSS {} MiB = {} bytes/session; RSS now {} MiB, {} bytes/session above the start ({} MiB); table+index+heaps {} bytes/session; {commits} commits in {secs:.1}s",
+                "memory: {open} open sessions; peak RSS {} MiB = {} bytes/session; RSS now {} MiB, {} bytes/session above the start ({} MiB); table+index+heaps {} bytes/session; {commits} commits in {secs:.1}s; {log}",
                 hwm / 1024,
                 hwm * 1024 / open,
                 rss / 1024,
@@ -156,7 +163,7 @@ fn main() {
             );
         }
         _ => println!(
-            "throughput: {produced} events, {} open at the end, {concurrent} concurrent: {:.0} events/s through correlate incl. commits ({commits} commits, {secs:.2}s; building the events took {:.2}s, excluded)",
+            "throughput: {produced} events, {} open at the end, {concurrent} concurrent: {:.0} events/s through correlate incl. commits ({commits} commits, {secs:.2}s; building the events took {:.2}s, excluded); {log}",
             c.table.open_count(),
             produced as f64 / secs,
             build.as_secs_f64()

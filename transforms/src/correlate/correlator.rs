@@ -72,7 +72,12 @@ pub fn classify(
     starts_when: Option<&Condition>,
     ends_when: Option<&Condition>,
 ) -> EventKind {
-    if get_path(fields, "unmapped.session_correction").is_some_and(Value::is_object) {
+    // Direct map lookups on this per-event path: `get_path` splits its path on every call.
+    if fields
+        .get("unmapped")
+        .and_then(|u| u.get("session_correction"))
+        .is_some_and(Value::is_object)
+    {
         return EventKind::Correction;
     }
     if starts_when.is_some_and(|c| c.matches(fields)) {
@@ -81,8 +86,8 @@ pub fn classify(
     if ends_when.is_some_and(|c| c.matches(fields)) {
         return EventKind::End;
     }
-    let class = get_path(fields, "class_uid").and_then(Value::as_u64);
-    let activity = get_path(fields, "activity_id").and_then(Value::as_u64);
+    let class = fields.get("class_uid").and_then(Value::as_u64);
+    let activity = fields.get("activity_id").and_then(Value::as_u64);
     let kind = match (class, activity) {
         (Some(CLASS_AUTHENTICATION | CLASS_NETWORK_ACTIVITY), Some(ACTIVITY_LOGON_OR_OPEN)) => {
             EventKind::Start
@@ -140,8 +145,15 @@ fn key_value(fields: &Object, path: &str) -> Option<String> {
 
 /// FNV-1a 64: a stable hash (it is persisted) of an event id, for dedupe. 0 means "no id".
 pub fn event_id_hash(fields: &Object) -> u64 {
-    let Some(id) = key_value(fields, "metadata.uid") else {
-        return 0;
+    // The same text as `key_value`, without copying a string id (every event has one).
+    let number;
+    let id: &str = match fields.get("metadata").and_then(|m| m.get("uid")) {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        Some(Value::Number(n)) => {
+            number = n.to_string();
+            &number
+        }
+        _ => return 0,
     };
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.as_bytes() {
@@ -374,7 +386,7 @@ impl Correlator {
             }
         };
         if kind == EventKind::Start
-            && get_path(&event.fields, "status_id").and_then(Value::as_u64) == Some(STATUS_FAILURE)
+            && event.fields.get("status_id").and_then(Value::as_u64) == Some(STATUS_FAILURE)
         {
             let mut event = event;
             set_path(
@@ -401,24 +413,26 @@ impl Correlator {
             self.dead_letter("missing_field", msg, event, out);
             return;
         };
-        let extra_values: Vec<Option<String>> = self.settings.key_fields[1..]
-            .iter()
-            .map(|f| key_value(&event.fields, f))
-            .collect();
-        let parts: Vec<KeyPart> = extra_values
-            .iter()
-            .map(|v| self.table.key_part(v.as_deref()))
-            .collect();
-        let slot = self.table.find(&uid, &parts);
+        // Fixed arrays, not Vecs: two allocations fewer per event (`settings()` caps the
+        // number of key fields at 1 + MAX_EXTRA_KEY_FIELDS).
+        let n = (self.settings.key_fields.len().saturating_sub(1)).min(MAX_EXTRA_KEY_FIELDS);
+        let mut extra_values: [Option<String>; MAX_EXTRA_KEY_FIELDS] = Default::default();
+        let mut parts = [KeyPart::Missing; MAX_EXTRA_KEY_FIELDS];
+        for (i, f) in self.settings.key_fields[1..=n].iter().enumerate() {
+            extra_values[i] = key_value(&event.fields, f);
+            parts[i] = self.table.key_part(extra_values[i].as_deref());
+        }
+        let (extra_values, parts) = (&extra_values[..n], &parts[..n]);
+        let slot = self.table.find(&uid, parts);
         match kind {
             EventKind::Correction => {
                 self.on_correction(event, time, slot, &uid, out);
                 return;
             }
             EventKind::Start | EventKind::Resume => {
-                self.on_start(event, time, slot, &uid, &extra_values, kind, out)
+                self.on_start(event, time, slot, &uid, extra_values, kind, out)
             }
-            EventKind::End => self.on_end(event, time, slot, &uid, &extra_values, out),
+            EventKind::End => self.on_end(event, time, slot, &uid, extra_values, out),
             EventKind::Other => unreachable!("handled above"),
         }
         if time > self.watermark {
@@ -873,37 +887,37 @@ impl Correlator {
         if let Some(d) = duration {
             fields.insert("duration".into(), d.into());
         }
-        set_path(fields, "unmapped.correlation", correlation.into());
-        set_path(
-            fields,
-            "unmapped.session_status",
-            rec.status.as_str().into(),
-        );
-        let text = |path: &str, sym: Sym, fields: &mut Object| {
+        // `unmapped` once, then plain inserts (as `set_path("unmapped.x")` would: a
+        // non-object `unmapped` is replaced), instead of a path walk per field.
+        if !fields.get("unmapped").is_some_and(Value::is_object) {
+            fields.insert("unmapped".into(), Value::Object(Object::new()));
+        }
+        let Some(Value::Object(unmapped)) = fields.get_mut("unmapped") else {
+            return;
+        };
+        unmapped.insert("correlation".into(), correlation.into());
+        unmapped.insert("session_status".into(), rec.status.as_str().into());
+        let mut text = |key: &str, sym: Sym| {
             if let Some(v) = strings.get(sym) {
-                set_path(fields, path, v.into());
+                unmapped.insert(key.into(), v.into());
             }
         };
-        text("unmapped.session_user", rec.user, fields);
-        text("unmapped.session_resource", rec.resource, fields);
-        text("unmapped.session_end_reason", rec.end_reason, fields);
-        text("unmapped.corrected_by", rec.corrected_by, fields);
+        text("session_user", rec.user);
+        text("session_resource", rec.resource);
+        text("session_end_reason", rec.end_reason);
+        text("corrected_by", rec.corrected_by);
         if rec.resumed > 0 {
-            set_path(fields, "unmapped.resumed", rec.resumed.into());
+            unmapped.insert("resumed".into(), rec.resumed.into());
         }
         if correction {
-            set_path(fields, "unmapped.correction", true.into());
+            unmapped.insert("correction".into(), true.into());
         }
         if rec.reported_duration_s != NO_REPORTED_DURATION {
-            set_path(
-                fields,
-                "unmapped.reported_duration_s",
-                rec.reported_duration_s.into(),
-            );
+            unmapped.insert("reported_duration_s".into(), rec.reported_duration_s.into());
             if let Some(d) = duration {
                 let diff = (i64::from(rec.reported_duration_s) * 1000 - d).abs();
                 if diff > self.settings.duration_tolerance_ms {
-                    set_path(fields, "unmapped.duration_disagreement", true.into());
+                    unmapped.insert("duration_disagreement".into(), true.into());
                 }
             }
         }

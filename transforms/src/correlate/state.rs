@@ -4,26 +4,85 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `s` + session id + (`\0` + key field value)… | [`StoredSession`] as JSON |
+//! | `l` + segment number (u64, big-endian) | a log segment, see below |
 //! | `w` | the event-time watermark, epoch ms, decimal text |
+//! | `s` + session key | *read only*: a session as [`StoredSession`] JSON, the layout before the log; migrated into the log and deleted by the first commit |
+//!
+//! A session key is the session id, then each extra key field's value (empty if absent), each
+//! preceded by `\0` ([`SessionTable::storage_key`]).
+//!
+//! A segment is byte [`SEGMENT_FORMAT`], then entries, each:
+//! - `R`, key length (u32 LE), key, value length (u32 LE), value: the session's version as of
+//!   this segment, in the binary record layout below;
+//! - `T`, key length (u32 LE), key: the session was removed (tombstone).
+//!
+//! Record layout (integers little-endian; `str?` = LEB128 varint of length + 1, 0 for absent,
+//! then the UTF-8 bytes; times are epoch ms with `i64::MIN` for absent):
+//!
+//! | field | encoding |
+//! |---|---|
+//! | session id | `0` + 16 UUID bytes (canonical lower-case UUID), or `1` + `str?` |
+//! | extra key fields | count (u8), then one `str?` each |
+//! | status | u8: 1 open, 2 complete, 3 end_only, 4 expired, 5 closed_by_admin |
+//! | start, end | i64 each |
+//! | start_event, end_event | u64 each (hashes of `metadata.uid`, 0: none) |
+//! | product, user, resource, end_reason, corrected_by | `str?` each |
+//! | reported duration | u32 seconds (`u32::MAX`: none) |
+//! | resumed | u16 |
+//! | end event body | `str?` holding JSON (end-only sessions) |
+//!
+//! (Binary rather than [`StoredSession`] JSON: encoding and writing JSON was half of a
+//! commit's time and three times the bytes.)
+//!
+//! The state is the log replayed in segment order: a later entry for a key replaces an
+//! earlier one, a tombstone removes it; `s` keys count as older than every segment.
+//!
+//! Why a log: rewriting one key per changed session made every commit a transaction of tens of
+//! thousands of random-key B-tree updates (slow, and the dirty pages dominated memory). Now a
+//! commit appends one value. The price is garbage (superseded versions), reclaimed by an
+//! incremental cleaner (see [`SessionStore::commit`]): the oldest segment's still-latest entries
+//! are copied into the new segment, and the oldest segment deleted, in the same transaction.
 //!
 //! Changes are committed in batches: everything a chunk of input events did to the table is
 //! one redb transaction. Only after that commit are the chunk's events forwarded (their ack
 //! tokens travel on to the sinks) or resolved, so a source never checkpoints past an event
 //! whose effect on the state could still be lost.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
 use serde::{Deserialize, Serialize};
 
 use sessiontrail_core::store::{Namespace, StoreError};
 use sessiontrail_core::Object;
 
+use super::correlator::Correlator;
 use super::table::{
-    SessionRecord, SessionTable, SessionUid, Status, FLAG_LOADED, MAX_EXTRA_KEY_FIELDS, NO_SYM,
-    NO_TIME,
+    SessionRecord, SessionTable, SessionUid, Status, FLAG_LOADED, MAX_EXTRA_KEY_FIELDS, NO_SEG,
+    NO_SYM, NO_TIME, SEG_LEGACY,
 };
 
+/// Prefix of the pre-log per-session keys (read and migrated, never written).
 const SESSION_PREFIX: u8 = b's';
+const LOG_PREFIX: u8 = b'l';
 const WATERMARK_KEY: &[u8] = b"w";
+/// First byte of every segment value: lets a future layout be told apart.
+pub const SEGMENT_FORMAT: u8 = 1;
+const ENTRY_RECORD: u8 = b'R';
+const ENTRY_TOMBSTONE: u8 = b'T';
+
+/// Above this many segments the oldest is cleaned even if the log holds little garbage. This
+/// bounds the span of live segment numbers (a record keeps only their low 32 bits) and the
+/// number of values a start-up replays; slow input commits tiny segments, one per chunk.
+pub const MAX_SEGMENTS: usize = 1024;
+/// The log may hold this many times the live data (plus [`CLEAN_SLACK_BYTES`]) before the
+/// cleaner runs: the write amplification of cleaning is then at most about 2.
+const MAX_LOG_TO_LIVE: u64 = 2;
+/// Small logs are left alone: cleaning a few MiB of garbage is not worth a rewrite.
+const CLEAN_SLACK_BYTES: u64 = 4 << 20;
+/// At most this many live records are copied by the cleaner per commit, so that a commit's
+/// size and latency stay bounded whatever the state's size.
+pub const MAX_CLEANED_PER_COMMIT: usize = 32_768;
 
 /// One session as stored. Short field names: a million of these are written.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -119,10 +178,370 @@ impl StoredSession {
     }
 }
 
+fn log_key(seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(LOG_PREFIX);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The id a record keeps for segment `seq`: its low 32 bits. Unambiguous because the live
+/// segments always span far fewer than 2^32 numbers (at most about [`MAX_SEGMENTS`] plus the
+/// commits of one partial cleaning), and numbers whose id would be [`NO_SEG`] or
+/// [`SEG_LEGACY`] are never used.
+fn seg_id(seq: u64) -> u32 {
+    seq as u32
+}
+
+/// One entry of a segment, borrowed from the segment's bytes.
+struct Entry<'a> {
+    key: &'a [u8],
+    /// `None`: tombstone.
+    value: Option<&'a [u8]>,
+    /// The whole encoded entry (the cleaner copies it unchanged).
+    raw: &'a [u8],
+}
+
+fn read_u32(b: &[u8], at: usize) -> Option<usize> {
+    let bytes: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(bytes) as usize)
+}
+
+/// The entry at `pos` and the position after it; `None` if the bytes there are not an entry
+/// (a damaged segment: the rest of it is unreadable).
+fn entry_at(seg: &[u8], pos: usize) -> Option<(Entry<'_>, usize)> {
+    let tag = *seg.get(pos)?;
+    let klen = read_u32(seg, pos + 1)?;
+    let kstart = pos + 5;
+    let key = seg.get(kstart..kstart.checked_add(klen)?)?;
+    let mut end = kstart + klen;
+    let value = match tag {
+        ENTRY_TOMBSTONE => None,
+        ENTRY_RECORD => {
+            let vlen = read_u32(seg, end)?;
+            let vstart = end + 4;
+            end = vstart.checked_add(vlen)?;
+            Some(seg.get(vstart..end)?)
+        }
+        _ => return None,
+    };
+    Some((
+        Entry {
+            key,
+            value,
+            raw: &seg[pos..end],
+        },
+        end,
+    ))
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_opt_str(out: &mut Vec<u8>, s: Option<&[u8]>) {
+    match s {
+        None => out.push(0),
+        Some(s) => {
+            put_varint(out, s.len() as u64 + 1);
+            out.extend_from_slice(s);
+        }
+    }
+}
+
+/// Appends the binary layout of a record (see the module doc).
+fn put_record_value(
+    out: &mut Vec<u8>,
+    table: &SessionTable,
+    rec: &SessionRecord,
+    body: Option<&Object>,
+) -> Result<(), String> {
+    let s = |sym| table.strings.get(sym).map(str::as_bytes);
+    match &rec.uid {
+        SessionUid::Uuid(b) => {
+            out.push(0);
+            out.extend_from_slice(b);
+        }
+        SessionUid::Text(t) => {
+            out.push(1);
+            put_opt_str(out, Some(t.as_bytes()));
+        }
+    }
+    out.push(rec.extra.len() as u8);
+    for &x in &rec.extra {
+        put_opt_str(out, s(x));
+    }
+    out.push(rec.status as u8);
+    out.extend_from_slice(&rec.start_ms.to_le_bytes());
+    out.extend_from_slice(&rec.end_ms.to_le_bytes());
+    out.extend_from_slice(&rec.start_event.to_le_bytes());
+    out.extend_from_slice(&rec.end_event.to_le_bytes());
+    for sym in [
+        rec.product,
+        rec.user,
+        rec.resource,
+        rec.end_reason,
+        rec.corrected_by,
+    ] {
+        put_opt_str(out, s(sym));
+    }
+    out.extend_from_slice(&rec.reported_duration_s.to_le_bytes());
+    out.extend_from_slice(&rec.resumed.to_le_bytes());
+    match body {
+        None => out.push(0),
+        Some(b) => {
+            let json = serde_json::to_vec(b).map_err(|e| format!("encoding state: {e}"))?;
+            put_opt_str(out, Some(&json));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a record's binary layout (`None`: damaged).
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.bytes(1)?[0])
+    }
+    fn fixed<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.bytes(N)?.try_into().ok()
+    }
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    fn opt_bytes(&mut self) -> Option<Option<&'a [u8]>> {
+        match self.varint()? {
+            0 => Some(None),
+            n => Some(Some(self.bytes(usize::try_from(n - 1).ok()?)?)),
+        }
+    }
+    fn opt_str(&mut self) -> Option<Option<&'a str>> {
+        match self.opt_bytes()? {
+            None => Some(None),
+            Some(b) => Some(Some(std::str::from_utf8(b).ok()?)),
+        }
+    }
+}
+
+fn status_from_u8(b: u8) -> Option<Status> {
+    Some(match b {
+        1 => Status::Open,
+        2 => Status::Complete,
+        3 => Status::EndOnly,
+        4 => Status::Expired,
+        5 => Status::ClosedByAdmin,
+        _ => return None,
+    })
+}
+
+/// A record's binary layout as a table record (strings interned into `table`).
+fn read_record_value(
+    value: &[u8],
+    table: &mut SessionTable,
+) -> Option<(SessionRecord, Option<Object>)> {
+    let mut r = Reader(value);
+    let uid = match r.u8()? {
+        0 => SessionUid::Uuid(r.fixed::<16>()?),
+        1 => SessionUid::Text(r.opt_str()??.into()),
+        _ => return None,
+    };
+    let mut rec = SessionRecord::new(uid);
+    let n = usize::from(r.u8()?);
+    for i in 0..n {
+        let v = r.opt_str()?;
+        // A layout written with more key fields than this build supports: extra ones are
+        // dropped, as for the JSON layout.
+        if i < MAX_EXTRA_KEY_FIELDS {
+            rec.extra[i] = table.strings.intern_opt(v);
+        }
+    }
+    rec.status = status_from_u8(r.u8()?)?;
+    rec.start_ms = i64::from_le_bytes(r.fixed()?);
+    rec.end_ms = i64::from_le_bytes(r.fixed()?);
+    rec.start_event = u64::from_le_bytes(r.fixed()?);
+    rec.end_event = u64::from_le_bytes(r.fixed()?);
+    for sym in [
+        &mut rec.product,
+        &mut rec.user,
+        &mut rec.resource,
+        &mut rec.end_reason,
+        &mut rec.corrected_by,
+    ] {
+        *sym = table.strings.intern_opt(r.opt_str()?);
+    }
+    rec.reported_duration_s = u32::from_le_bytes(r.fixed()?);
+    rec.resumed = u16::from_le_bytes(r.fixed()?);
+    let body = match r.opt_bytes()? {
+        None => None,
+        Some(json) => Some(serde_json::from_slice::<Object>(json).ok()?),
+    };
+    if !r.0.is_empty() {
+        return None;
+    }
+    rec.flags = FLAG_LOADED;
+    Some((rec, body))
+}
+
+fn put_tombstone(seg: &mut Vec<u8>, key: &[u8]) {
+    seg.push(ENTRY_TOMBSTONE);
+    seg.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    seg.extend_from_slice(key);
+}
+
+/// Writes a u32 length placeholder, then whatever `f` appends, then patches the length.
+fn put_sized(
+    seg: &mut Vec<u8>,
+    f: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
+) -> Result<(), String> {
+    let len_at = seg.len();
+    seg.extend_from_slice(&[0; 4]);
+    f(seg)?;
+    let len = u32::try_from(seg.len() - len_at - 4)
+        .map_err(|_| "encoding state: session record over 4 GiB".to_string())?;
+    seg[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+/// Appends a record entry for `slot`, key and value encoded in place (no intermediate
+/// buffers: this runs for every changed session of every commit).
+fn put_record(seg: &mut Vec<u8>, c: &Correlator, slot: u32) -> Result<(), String> {
+    seg.push(ENTRY_RECORD);
+    put_sized(seg, |seg| {
+        c.table.write_storage_key(slot, seg);
+        Ok(())
+    })?;
+    put_sized(seg, |seg| {
+        put_record_value(seg, &c.table, c.table.get(slot), c.end_only_body(slot))
+    })
+}
+
+/// What the store knows about one segment (kept in memory, rebuilt at start-up).
+#[derive(Debug, Clone, Copy, Default)]
+struct SegInfo {
+    /// Size of the value.
+    bytes: u64,
+    /// Record entries (tombstones excluded).
+    records: u32,
+    /// Record entries that are still their session's latest version.
+    live: u32,
+}
+
+impl SegInfo {
+    /// Live bytes, estimated from the share of live records (a record's size is not kept).
+    fn live_bytes(&self) -> u64 {
+        if self.records == 0 {
+            0
+        } else {
+            self.bytes * u64::from(self.live) / u64::from(self.records)
+        }
+    }
+}
+
+/// The oldest segment, partly cleaned: its bytes and where the cleaner stopped.
+struct Cleaning {
+    seq: u64,
+    value: Vec<u8>,
+    pos: usize,
+}
+
+/// When and how much the cleaner works (constants in production; small in tests).
+#[derive(Debug, Clone, Copy)]
+pub struct LogLimits {
+    pub max_segments: usize,
+    pub slack_bytes: u64,
+    pub max_cleaned_per_commit: usize,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits {
+            max_segments: MAX_SEGMENTS,
+            slack_bytes: CLEAN_SLACK_BYTES,
+            max_cleaned_per_commit: MAX_CLEANED_PER_COMMIT,
+        }
+    }
+}
+
+/// The log's bookkeeping. Updated as a commit is prepared, before it is durable: a failed
+/// commit stops the transform, so the bookkeeping never has to survive one.
+#[derive(Default)]
+struct LogState {
+    limits: LogLimits,
+    /// `load` ran (or the namespace was found empty): the bookkeeping matches the store.
+    ready: bool,
+    segments: BTreeMap<u64, SegInfo>,
+    /// Number of the next segment to write.
+    next_seq: u64,
+    /// Pre-log `s` keys found at start-up (deleted by the first commit).
+    legacy_keys: Vec<Vec<u8>>,
+    cleaning: Option<Cleaning>,
+    /// The watermark as last committed (a commit that changes nothing is skipped).
+    watermark: i64,
+}
+
+impl LogState {
+    fn take_seq(&mut self) -> u64 {
+        let mut seq = self.next_seq.max(1);
+        while seg_id(seq) == NO_SEG || seg_id(seq) == SEG_LEGACY {
+            seq += 1;
+        }
+        self.next_seq = seq + 1;
+        seq
+    }
+
+    /// One record of segment `id` is no longer its session's latest version.
+    fn release(&mut self, id: u32) {
+        if id == NO_SEG || id == SEG_LEGACY {
+            return;
+        }
+        // Live segments span < 2^32 numbers below `next_seq`, so the id names exactly one
+        // of them: the one that many numbers (mod 2^32) below `next_seq`.
+        let back = u64::from(seg_id(self.next_seq).wrapping_sub(id));
+        if let Some(info) = self
+            .next_seq
+            .checked_sub(back)
+            .and_then(|seq| self.segments.get_mut(&seq))
+        {
+            info.live = info.live.saturating_sub(1);
+        }
+    }
+
+    fn needs_cleaning(&self) -> bool {
+        if self.segments.len() > self.limits.max_segments {
+            return true;
+        }
+        let total: u64 = self.segments.values().map(|s| s.bytes).sum();
+        let live: u64 = self.segments.values().map(SegInfo::live_bytes).sum();
+        total > MAX_LOG_TO_LIVE * live + self.limits.slack_bytes
+    }
+}
+
 /// The state of one correlate transform in the store.
 #[derive(Clone)]
 pub struct SessionStore {
     ns: Namespace,
+    log: Arc<Mutex<LogState>>,
 }
 
 /// What was found in the store at start-up.
@@ -133,68 +552,325 @@ pub struct Loaded {
     pub unreadable: usize,
 }
 
+/// Figures about the log (tests, benchmark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogStats {
+    pub segments: usize,
+    pub bytes: u64,
+    pub live_records: u64,
+}
+
+/// A session's latest version during replay.
+enum Latest {
+    /// Segment number and the entry's value.
+    Record(u64, Vec<u8>),
+    Removed,
+}
+
 impl SessionStore {
     pub fn new(ns: Namespace) -> Self {
-        SessionStore { ns }
+        Self::with_limits(ns, LogLimits::default())
     }
 
+    pub fn with_limits(ns: Namespace, limits: LogLimits) -> Self {
+        SessionStore {
+            ns,
+            log: Arc::new(Mutex::new(LogState {
+                limits,
+                watermark: NO_TIME,
+                ..LogState::default()
+            })),
+        }
+    }
+
+    fn log(&self) -> Result<std::sync::MutexGuard<'_, LogState>, String> {
+        self.log
+            .lock()
+            .map_err(|_| "state log bookkeeping poisoned by an earlier panic".to_string())
+    }
+
+    pub fn stats(&self) -> LogStats {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        LogStats {
+            segments: log.segments.len(),
+            bytes: log.segments.values().map(|s| s.bytes).sum(),
+            live_records: log.segments.values().map(|s| u64::from(s.live)).sum(),
+        }
+    }
+
+    /// Replays the stored state (segments in order; then pre-log `s` keys not superseded by
+    /// the log). The returned records carry the segment holding them, for the cleaner.
     pub fn load(&self, table: &mut SessionTable) -> Result<Loaded, StoreError> {
         let mut loaded = Loaded {
             sessions: Vec::new(),
             watermark: None,
             unreadable: 0,
         };
-        for (k, v) in self.ns.scan()? {
+        let mut latest: HashMap<Vec<u8>, Latest> = HashMap::new();
+        let mut legacy: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut segments = BTreeMap::new();
+        // Keys come in order: `l` (segments, by number) before `s` before `w`.
+        self.ns.scan_each(|k, v| {
             if k == WATERMARK_KEY {
-                loaded.watermark = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok());
+                loaded.watermark = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok());
             } else if k.first() == Some(&SESSION_PREFIX) {
-                match serde_json::from_slice::<StoredSession>(&v)
-                    .ok()
-                    .and_then(|s| s.into_record(table))
-                {
-                    Some(r) => loaded.sessions.push(r),
-                    None => loaded.unreadable += 1,
+                legacy.push((k[1..].to_vec(), v.to_vec()));
+            } else if k.first() == Some(&LOG_PREFIX) {
+                let Some(seq) = k[1..].try_into().ok().map(u64::from_be_bytes) else {
+                    loaded.unreadable += 1;
+                    return;
+                };
+                let mut info = SegInfo {
+                    bytes: v.len() as u64,
+                    ..SegInfo::default()
+                };
+                if v.first() != Some(&SEGMENT_FORMAT) {
+                    loaded.unreadable += 1;
+                } else {
+                    let mut pos = 1;
+                    while pos < v.len() {
+                        let Some((e, next)) = entry_at(v, pos) else {
+                            loaded.unreadable += 1;
+                            break;
+                        };
+                        pos = next;
+                        let l = match e.value {
+                            Some(value) => {
+                                info.records += 1;
+                                Latest::Record(seq, value.to_vec())
+                            }
+                            None => Latest::Removed,
+                        };
+                        latest.insert(e.key.to_vec(), l);
+                    }
+                }
+                segments.insert(seq, info);
+            }
+        })?;
+        let mut log = self.log().map_err(StoreError)?;
+        for (key, value) in legacy {
+            if !latest.contains_key(&key) {
+                match read_legacy_session(&value, table) {
+                    Some((mut rec, body)) => {
+                        rec.seg = SEG_LEGACY;
+                        loaded.sessions.push((rec, body));
+                    }
+                    // Left in place, as before the log: skipped and counted at each start.
+                    None => {
+                        loaded.unreadable += 1;
+                        continue;
+                    }
                 }
             }
+            // Migrated (or superseded by the log): deleted by the first commit.
+            log.legacy_keys.push(key);
         }
+        for (_, l) in latest {
+            let Latest::Record(seq, value) = l else {
+                continue;
+            };
+            match read_record_value(&value, table) {
+                Some((mut rec, body)) => {
+                    rec.seg = seg_id(seq);
+                    if let Some(info) = segments.get_mut(&seq) {
+                        info.live += 1;
+                    }
+                    loaded.sessions.push((rec, body));
+                }
+                None => loaded.unreadable += 1,
+            }
+        }
+        log.next_seq = segments.keys().next_back().map_or(1, |s| s + 1);
+        log.segments = segments;
+        log.watermark = loaded.watermark.unwrap_or(NO_TIME);
+        log.cleaning = None;
+        log.ready = true;
         Ok(loaded)
     }
 
-    /// Writes the changed records, deletes the removed ones and stores the watermark, in one
-    /// durable transaction.
-    pub fn commit(
-        &self,
-        writes: Vec<(Vec<u8>, Vec<u8>)>,
-        deletes: Vec<Vec<u8>>,
-        watermark: i64,
-    ) -> Result<(), StoreError> {
-        let prefixed = |k: &[u8]| {
-            let mut p = Vec::with_capacity(k.len() + 1);
-            p.push(SESSION_PREFIX);
-            p.extend_from_slice(k);
-            p
-        };
-        let deletes: Vec<Vec<u8>> = deletes.iter().map(|k| prefixed(k)).collect();
-        let writes: Vec<(Vec<u8>, Vec<u8>)> =
-            writes.into_iter().map(|(k, v)| (prefixed(&k), v)).collect();
-        let wm = watermark.to_string();
-        // Deletes first: a key removed and re-created in the same chunk ends up written.
-        let mut changes: Vec<(&[u8], Option<&[u8]>)> =
-            Vec::with_capacity(deletes.len() + writes.len() + 1);
-        changes.extend(deletes.iter().map(|k| (k.as_slice(), None)));
-        changes.extend(
-            writes
-                .iter()
-                .map(|(k, v)| (k.as_slice(), Some(v.as_slice()))),
-        );
-        if watermark != NO_TIME {
-            changes.push((WATERMARK_KEY, Some(wm.as_bytes())));
+    /// Commits what the chunk changed in the correlator's table, in one durable transaction:
+    /// one new segment with the changed records and tombstones of the removed ones, the
+    /// watermark, and a bounded amount of cleaning:
+    /// - oldest segments without live records are deleted (their tombstones too: no older
+    ///   segment is left for them to shadow);
+    /// - while the log holds more than [`MAX_LOG_TO_LIVE`] times the live data, or more than
+    ///   [`MAX_SEGMENTS`] segments, the oldest segment's live records (at most
+    ///   [`MAX_CLEANED_PER_COMMIT`] per commit) are copied into the new segment, and the
+    ///   oldest segment is deleted once none is left in it.
+    ///
+    /// The first commit after start-up also migrates the pre-log `s` keys: their records are
+    /// written to the new segment and the keys deleted.
+    pub fn commit(&self, c: &mut Correlator) -> Result<(), String> {
+        let mut log = self.log()?;
+        if !log.ready {
+            // Without `load` the table does not know the stored sessions, and segment numbers
+            // would be reused: only an empty namespace may be committed to directly.
+            let mut empty = true;
+            self.ns
+                .scan_each(|_, _| empty = false)
+                .map_err(|e| e.to_string())?;
+            if !empty {
+                return Err("state store: commit before the stored state was loaded".into());
+            }
+            log.ready = true;
         }
-        if changes.is_empty() {
+        let (dirty, deleted) = c.table.take_changes();
+        let mut deletes: Vec<Vec<u8>> = Vec::new();
+        let seq = log.take_seq();
+        let id = seg_id(seq);
+        // Sized for the chunk up front (~200 bytes per record): growing a multi-MiB buffer by
+        // doubling would briefly hold two copies.
+        let mut seg = Vec::with_capacity(1 + dirty.len() * 224);
+        seg.push(SEGMENT_FORMAT);
+        let mut info = SegInfo::default();
+
+        // Tombstones first: a key removed and re-created in the chunk ends up live.
+        for (key, old) in deleted {
+            if old == NO_SEG || old == SEG_LEGACY {
+                // Never in the log: nothing to shadow (a legacy key is deleted below).
+                continue;
+            }
+            log.release(old);
+            put_tombstone(&mut seg, &key);
+        }
+        let mut write = |c: &mut Correlator, slot: u32, seg: &mut Vec<u8>| -> Result<(), String> {
+            put_record(seg, c, slot)?;
+            c.table.set_seg(slot, id);
+            info.records += 1;
+            info.live += 1;
+            Ok(())
+        };
+        for slot in dirty {
+            let old = c.table.get(slot).seg;
+            log.release(old);
+            write(c, slot, &mut seg)?;
+        }
+        if !log.legacy_keys.is_empty() {
+            let legacy: Vec<u32> = c
+                .table
+                .iter_slots()
+                .filter(|&s| c.table.get(s).seg == SEG_LEGACY)
+                .collect();
+            for slot in legacy {
+                write(c, slot, &mut seg)?;
+            }
+            for key in std::mem::take(&mut log.legacy_keys) {
+                let mut k = Vec::with_capacity(key.len() + 1);
+                k.push(SESSION_PREFIX);
+                k.extend_from_slice(&key);
+                deletes.push(k);
+            }
+        }
+
+        // Cleaning. The new segment is not in `log.segments` yet, so never cleaned here.
+        let max_cleaned = log.limits.max_cleaned_per_commit;
+        let mut copied = 0usize;
+        while let Some((&oldest, &old_info)) = log.segments.iter().next() {
+            if old_info.live > 0 {
+                if copied >= max_cleaned || !log.needs_cleaning() {
+                    break;
+                }
+                let mut cleaning = match log.cleaning.take() {
+                    Some(cl) if cl.seq == oldest => cl,
+                    _ => {
+                        // A segment the bookkeeping counts but the store lacks: sessions whose
+                        // latest copy was there would silently lose it, so stop instead.
+                        let value = self
+                            .ns
+                            .get(&log_key(oldest))
+                            .map_err(|e| e.to_string())?
+                            .ok_or_else(|| format!("state log segment {oldest} is missing"))?;
+                        Cleaning {
+                            seq: oldest,
+                            value,
+                            pos: 1,
+                        }
+                    }
+                };
+                let old_id = seg_id(oldest);
+                let mut moved = 0u32;
+                while copied < max_cleaned && cleaning.pos < cleaning.value.len() {
+                    let Some((e, next)) = entry_at(&cleaning.value, cleaning.pos) else {
+                        // Damaged: its records were not loaded, so none of them is live.
+                        cleaning.pos = cleaning.value.len();
+                        break;
+                    };
+                    cleaning.pos = next;
+                    if e.value.is_none() {
+                        continue;
+                    }
+                    if let Some(slot) = c.table.find_stored(e.key, old_id) {
+                        seg.extend_from_slice(e.raw);
+                        c.table.set_seg(slot, id);
+                        info.records += 1;
+                        info.live += 1;
+                        moved += 1;
+                        copied += 1;
+                    }
+                }
+                let done = cleaning.pos >= cleaning.value.len();
+                if let Some(i) = log.segments.get_mut(&oldest) {
+                    i.live = i.live.saturating_sub(moved);
+                    if done {
+                        // Every entry was checked: whatever the count says, nothing in the
+                        // table points here any more.
+                        i.live = 0;
+                    }
+                }
+                if !done {
+                    log.cleaning = Some(cleaning);
+                    break;
+                }
+            }
+            // No live record left: its tombstones shadow nothing older, as it is the oldest.
+            log.segments.remove(&oldest);
+            deletes.push(log_key(oldest));
+            if log.cleaning.as_ref().is_some_and(|cl| cl.seq == oldest) {
+                log.cleaning = None;
+            }
+        }
+
+        let wrote_segment = seg.len() > 1;
+        if !wrote_segment && deletes.is_empty() && c.watermark == log.watermark {
             return Ok(());
         }
-        self.ns.write(&changes)
+        let wm = c.watermark.to_string();
+        let seg_key = log_key(seq);
+        let mut changes: Vec<(&[u8], Option<&[u8]>)> = deletes
+            .iter()
+            .map(|k| (k.as_slice(), None))
+            .collect::<Vec<_>>();
+        if wrote_segment {
+            info.bytes = seg.len() as u64;
+            changes.push((seg_key.as_slice(), Some(seg.as_slice())));
+        }
+        if c.watermark != NO_TIME {
+            changes.push((WATERMARK_KEY, Some(wm.as_bytes())));
+        }
+        self.ns.write(&changes).map_err(|e| e.to_string())?;
+        if wrote_segment {
+            log.segments.insert(seq, info);
+        }
+        log.watermark = c.watermark;
+        Ok(())
     }
+}
+
+/// Bytes a record entry for `slot` takes in a segment (tests: the live data's true size).
+#[cfg(test)]
+pub(crate) fn encoded_len(c: &Correlator, slot: u32) -> usize {
+    let mut seg = Vec::new();
+    put_record(&mut seg, c, slot).map_or(0, |_| seg.len())
+}
+
+/// A pre-log `s` key's JSON as a table record (`None`: unreadable).
+fn read_legacy_session(
+    value: &[u8],
+    table: &mut SessionTable,
+) -> Option<(SessionRecord, Option<Object>)> {
+    serde_json::from_slice::<StoredSession>(value)
+        .ok()
+        .and_then(|s| s.into_record(table))
 }
 
 #[cfg(test)]
@@ -202,23 +878,31 @@ mod tests {
     use super::*;
     use sessiontrail_core::store::StateStore;
 
+    fn correlator() -> Correlator {
+        let config: crate::correlate::CorrelateConfig =
+            serde_json::from_value(serde_json::json!({})).unwrap();
+        let metrics = super::super::correlator::CorrelateMetrics::new(
+            sessiontrail_core::metrics::MetricsRegistry::new(),
+            "t",
+        );
+        Correlator::new(config.settings().unwrap(), "t".into(), metrics)
+    }
+
     #[test]
     fn stored_session_round_trips_through_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let store = SessionStore::new(StateStore::new(dir.path()).namespace("correlate/t"));
-        let mut table = SessionTable::new();
+        let mut c = correlator();
+        let table = &mut c.table;
         let mut rec = SessionRecord::new(SessionUid::new("8dab03fe-2552-49cf-b3e9-381b968ea65c"));
         rec.status = Status::Open;
         rec.start_ms = 1_741_593_600_444;
         rec.extra[0] = table.strings.intern("Windows");
         rec.user = table.strings.intern("CORP\\kzielinski");
         rec.reported_duration_s = 99;
-        let slot = table.insert(rec, true);
-        let stored = StoredSession::from_record(&table, table.get(slot), None);
-        let value = serde_json::to_vec(&stored).unwrap();
-        store
-            .commit(vec![(table.storage_key(slot), value)], vec![], 5)
-            .unwrap();
+        table.insert(rec, true);
+        c.watermark = 5;
+        store.commit(&mut c).unwrap();
 
         let mut fresh = SessionTable::new();
         let loaded = store.load(&mut fresh).unwrap();
@@ -232,5 +916,56 @@ mod tests {
         assert_eq!(fresh.strings.get(rec.user), Some("CORP\\kzielinski"));
         assert_eq!(fresh.strings.get(rec.extra[0]), Some("Windows"));
         assert_eq!(rec.flags, FLAG_LOADED);
+        assert_ne!(rec.seg, NO_SEG);
+    }
+
+    #[test]
+    fn binary_record_layout_round_trips_every_field() {
+        let mut table = SessionTable::new();
+        let mut rec = SessionRecord::new(SessionUid::new("ops-anna-6b19f9279fc93a31c"));
+        rec.status = Status::ClosedByAdmin;
+        rec.start_ms = -5;
+        rec.end_ms = 1_741_593_600_444;
+        rec.start_event = u64::MAX;
+        rec.end_event = 7;
+        rec.extra = [
+            table.strings.intern("SSM"),
+            NO_SYM,
+            table.strings.intern(""),
+        ];
+        rec.product = table.strings.intern("Systems Manager");
+        rec.user = table.strings.intern("zażółć");
+        rec.resource = table.strings.intern("i-0abc");
+        rec.end_reason = table.strings.intern("admin");
+        rec.corrected_by = table.strings.intern("ops");
+        rec.reported_duration_s = 99;
+        rec.resumed = 3;
+        let slot = table.insert(rec, false);
+        let body: Object = serde_json::from_str(r#"{"a":{"b":[1,"x"]}}"#).unwrap();
+        let mut value = Vec::new();
+        put_record_value(&mut value, &table, table.get(slot), Some(&body)).unwrap();
+        let original = StoredSession::from_record(&table, table.get(slot), Some(&body));
+
+        let mut fresh = SessionTable::new();
+        let (back, back_body) = read_record_value(&value, &mut fresh).unwrap();
+        assert_eq!(
+            StoredSession::from_record(&fresh, &back, back_body.as_ref()),
+            original
+        );
+        assert_eq!(back.extra[1], NO_SYM);
+        assert!(read_record_value(&value[..value.len() - 1], &mut fresh).is_none());
+        value.push(0);
+        assert!(read_record_value(&value, &mut fresh).is_none());
+    }
+
+    #[test]
+    fn damaged_segment_entries_are_not_read_past() {
+        let mut seg = vec![SEGMENT_FORMAT];
+        put_tombstone(&mut seg, b"a\0\0\0");
+        let (e, next) = entry_at(&seg, 1).unwrap();
+        assert_eq!((e.key, e.value, next), (&b"a\0\0\0"[..], None, seg.len()));
+        seg.extend_from_slice(&[ENTRY_RECORD, 200, 0, 0, 0, b'x']);
+        assert!(entry_at(&seg, next).is_none());
+        assert_eq!(seg_id(1 << 32 | 7), 7);
     }
 }

@@ -92,15 +92,17 @@ impl SessionUid {
         match self {
             SessionUid::Text(t) => t.to_string(),
             SessionUid::Uuid(b) => {
-                let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-                format!(
-                    "{}-{}-{}-{}-{}",
-                    &hex[0..8],
-                    &hex[8..12],
-                    &hex[12..16],
-                    &hex[16..20],
-                    &hex[20..32]
-                )
+                // Hand-formatted: this runs for every session written to the state store.
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let mut out = String::with_capacity(36);
+                for (i, x) in b.iter().enumerate() {
+                    if matches!(i, 4 | 6 | 8 | 10) {
+                        out.push('-');
+                    }
+                    out.push(HEX[usize::from(x >> 4)] as char);
+                    out.push(HEX[usize::from(x & 15)] as char);
+                }
+                out
             }
         }
     }
@@ -182,6 +184,12 @@ pub const FLAG_LOADED: u8 = 1;
 /// Record flag: waiting in the dirty list for the next state commit.
 pub const FLAG_DIRTY: u8 = 2;
 
+/// Segment id of a record never written to the state store's log (see `state.rs`).
+pub const NO_SEG: u32 = 0;
+/// Segment id of a record loaded from a pre-log per-session key (`s` + key), still to be
+/// migrated into the log by the next commit.
+pub const SEG_LEGACY: u32 = u32::MAX;
+
 /// One session, open or recently closed. 104 bytes.
 #[derive(Clone)]
 pub struct SessionRecord {
@@ -202,6 +210,9 @@ pub struct SessionRecord {
     /// Duration the producer reported, whole seconds (`u32::MAX`: none).
     pub reported_duration_s: u32,
     pub generation: u32,
+    /// Low 32 bits of the number of the log segment holding this record's latest stored
+    /// version ([`NO_SEG`]: none yet). Fits in what was padding, so the record stays 104 bytes.
+    pub seg: u32,
     pub resumed: u16,
     pub status: Status,
     pub flags: u8,
@@ -225,6 +236,7 @@ impl SessionRecord {
             corrected_by: NO_SYM,
             reported_duration_s: NO_REPORTED_DURATION,
             generation: 0,
+            seg: NO_SEG,
             resumed: 0,
             status: Status::Free,
             flags: 0,
@@ -273,8 +285,9 @@ pub struct SessionTable {
     next_generation: u32,
     /// Slots changed since the last commit.
     dirty: Vec<u32>,
-    /// Storage keys of records removed since the last commit.
-    deleted: Vec<Vec<u8>>,
+    /// Storage keys of records removed since the last commit, with the segment that held
+    /// their latest stored version.
+    deleted: Vec<(Vec<u8>, u32)>,
 }
 
 impl Default for SessionTable {
@@ -523,27 +536,71 @@ impl SessionTable {
         } else {
             self.closed -= 1;
         }
+        let seg = rec.seg;
         // Free the id's heap memory now rather than at slot reuse.
         *rec = SessionRecord::new(SessionUid::Uuid([0; 16]));
         self.free.push(slot);
-        self.deleted.push(key);
+        self.deleted.push((key, seg));
     }
 
     /// The record's key in the state store: session id, then each extra key field, NUL-separated.
     pub fn storage_key(&self, slot: u32) -> Vec<u8> {
-        let r = &self.slots[slot as usize];
-        let mut k = r.uid.as_string().into_bytes();
-        for s in r.extra {
-            k.push(0);
-            if let Some(v) = self.strings.get(s) {
-                k.extend_from_slice(v.as_bytes());
-            }
-        }
+        let mut k = Vec::with_capacity(48);
+        self.write_storage_key(slot, &mut k);
         k
     }
 
-    /// Takes the changes since the last commit: slots to write and storage keys to delete.
-    pub fn take_changes(&mut self) -> (Vec<u32>, Vec<Vec<u8>>) {
+    /// Appends the record's storage key to `out` (the state log writes it in place).
+    pub fn write_storage_key(&self, slot: u32, out: &mut Vec<u8>) {
+        let r = &self.slots[slot as usize];
+        match &r.uid {
+            SessionUid::Text(t) => out.extend_from_slice(t.as_bytes()),
+            SessionUid::Uuid(_) => out.extend_from_slice(r.uid.as_string().as_bytes()),
+        }
+        for s in r.extra {
+            out.push(0);
+            if let Some(v) = self.strings.get(s) {
+                out.extend_from_slice(v.as_bytes());
+            }
+        }
+    }
+
+    /// The live record whose storage key is `key` and whose latest stored version is in
+    /// segment `seg` (the log cleaner's "is this stored version still the latest?").
+    pub fn find_stored(&self, key: &[u8], seg: u32) -> Option<u32> {
+        let mut parts = key.split(|&b| b == 0);
+        let uid = std::str::from_utf8(parts.next()?).ok()?;
+        let mut extra: [&[u8]; MAX_EXTRA_KEY_FIELDS] = [&[]; MAX_EXTRA_KEY_FIELDS];
+        for e in extra.iter_mut() {
+            *e = parts.next()?;
+        }
+        if parts.next().is_some() {
+            return None;
+        }
+        self.index
+            .iter_hash(self.hash_uid(uid))
+            .copied()
+            .find(|&slot| {
+                let rec = &self.slots[slot as usize];
+                rec.seg == seg
+                    && rec.status != Status::Free
+                    && rec.uid.matches(uid)
+                    && rec
+                        .extra
+                        .iter()
+                        .zip(extra)
+                        .all(|(&sym, want)| self.strings.get(sym).unwrap_or("").as_bytes() == want)
+            })
+    }
+
+    /// Records that `slot`'s latest version is now stored in segment `seg`.
+    pub fn set_seg(&mut self, slot: u32, seg: u32) {
+        self.slots[slot as usize].seg = seg;
+    }
+
+    /// Takes the changes since the last commit: slots to write, and the storage keys to
+    /// delete with the segment holding their latest stored version.
+    pub fn take_changes(&mut self) -> (Vec<u32>, Vec<(Vec<u8>, u32)>) {
         let dirty = std::mem::take(&mut self.dirty);
         for &s in &dirty {
             self.slots[s as usize].flags &= !FLAG_DIRTY;
@@ -635,7 +692,7 @@ mod tests {
         t.remove(b);
         let (dirty, deleted) = t.take_changes();
         assert_eq!(dirty, vec![a]);
-        assert_eq!(deleted, vec![b"b\0\0\0".to_vec()]);
+        assert_eq!(deleted, vec![(b"b\0\0\0".to_vec(), NO_SEG)]);
         assert_eq!(t.storage_key(a), b"a\0h\0\0".to_vec());
         let (dirty, deleted) = t.take_changes();
         assert!(dirty.is_empty() && deleted.is_empty());

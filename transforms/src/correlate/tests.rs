@@ -501,7 +501,9 @@ fn sessions_survive_a_restart_through_the_state_store() {
         );
     }
     let mut c = correlator();
-    let loaded = ns().load(&mut c.table).unwrap();
+    // The store that loaded the state is the one that commits (it knows the log).
+    let store = ns();
+    let loaded = store.load(&mut c.table).unwrap();
     assert_eq!(loaded.watermark, Some(T0 + 9));
     for (rec, body) in loaded.sessions {
         c.restore(rec, body);
@@ -510,7 +512,7 @@ fn sessions_survive_a_restart_through_the_state_store() {
     let c = std::sync::Mutex::new(c);
     let out = commit_chunk(
         &c,
-        &ns(),
+        &store,
         vec![auth(2, "s1", T0 + H, "e4"), auth(2, "s2", T0 + 9, "e3")],
     );
     let r = results(&out);
@@ -553,4 +555,231 @@ fn durations_parse_with_units() {
 fn config_rejects_too_many_key_fields() {
     let c = config(json!({"key_fields": ["a", "b", "c", "d", "e"]}));
     assert!(c.validate().unwrap_err().contains("key_fields"));
+}
+
+// ---- The durable log (state.rs) ----
+
+use super::state::{LogLimits, StoredSession};
+
+/// Every session of the table as it would be stored, sorted: what a reload must reproduce.
+fn snapshot(c: &Correlator) -> Vec<String> {
+    let mut v: Vec<String> = c
+        .table
+        .iter_slots()
+        .map(|slot| {
+            let stored =
+                StoredSession::from_record(&c.table, c.table.get(slot), c.end_only_body(slot));
+            serde_json::to_string(&stored).unwrap()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A fresh correlator restored from the store, and the load's unreadable count.
+fn reload(store: &SessionStore, settings: Value) -> (Correlator, usize) {
+    let mut c = correlator_with(settings).0;
+    let loaded = store.load(&mut c.table).unwrap();
+    if let Some(w) = loaded.watermark {
+        c.watermark = w;
+    }
+    for (rec, body) in loaded.sessions {
+        c.restore(rec, body);
+    }
+    (c, loaded.unreadable)
+}
+
+#[test]
+fn log_round_trip_keeps_live_sessions_and_drops_removed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = json!({"dedupe_window": "1h", "correction_window": "1h"});
+    // One database handle (redb locks the file); a new SessionStore is a restart's view.
+    let db = StateStore::new(dir.path());
+    let ns = || SessionStore::new(db.namespace("correlate/sessions"));
+    let store = ns();
+    let c = std::sync::Mutex::new(correlator_with(settings.clone()).0);
+    let starts = (0..10)
+        .map(|i| auth(1, &format!("s{i}"), T0 + i, &format!("a{i}")))
+        .collect();
+    commit_chunk(&c, &store, starts);
+    // An end without start keeps its body (for a late start); s0..s4 complete.
+    let mut ends: Vec<Value> = (0..5)
+        .map(|i| auth(2, &format!("s{i}"), T0 + H, &format!("b{i}")))
+        .collect();
+    ends.push(auth(2, "x1", T0 + H, "bx"));
+    commit_chunk(&c, &store, ends);
+    // 3h later: the completed sessions are past their 1h retention and are removed.
+    commit_chunk(&c, &store, vec![auth(1, "late", T0 + 3 * H, "l1")]);
+    let c = c.into_inner().unwrap();
+    assert_eq!(c.table.open_count(), 6, "s5..s9 and late");
+    assert_eq!(c.table.closed_count(), 1, "only the end-only x1 is left");
+    assert!(c.end_only_body(c.table.find("x1", &[]).unwrap()).is_some());
+    let before = snapshot(&c);
+    assert!(before
+        .iter()
+        .any(|s| s.contains("end_only") && s.contains("end_event_body")));
+
+    let (fresh, unreadable) = reload(&ns(), settings);
+    assert_eq!(unreadable, 0);
+    assert_eq!(fresh.watermark, T0 + 3 * H);
+    assert_eq!(snapshot(&fresh), before);
+    assert!(
+        fresh.table.find("s0", &[]).is_none(),
+        "a removed session came back"
+    );
+}
+
+#[test]
+fn log_cleaning_bounds_the_log_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = LogLimits {
+        max_segments: 6,
+        slack_bytes: 0,
+        // Smaller than a segment's live records: cleaning spans several commits.
+        max_cleaned_per_commit: 40,
+    };
+    let db = StateStore::new(dir.path());
+    let ns = || SessionStore::with_limits(db.namespace("correlate/s"), limits);
+    let store = ns();
+    let mut c = correlator();
+    let mut out = ChunkOutput::default();
+    for i in 0..150 {
+        c.process(
+            event(auth(1, &format!("s{i}"), T0 + i, &format!("a{i}"))),
+            &mut out,
+        );
+    }
+    store.commit(&mut c).unwrap();
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = 150;
+    let mut max_segments = 0;
+    for round in 0..120 {
+        // Rewrite a third of the sessions, remove a few, open a few.
+        let slots: Vec<u32> = c.table.iter_slots().collect();
+        for &slot in &slots {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            match rng % 30 {
+                0 => c.table.remove(slot),
+                1..=10 => c.table.get_mut(slot).resumed += 1,
+                _ => {}
+            }
+        }
+        for _ in 0..3 {
+            let e = auth(1, &format!("s{next}"), T0 + next, &format!("a{next}"));
+            c.process(event(e), &mut out);
+            next += 1;
+        }
+        store.commit(&mut c).unwrap();
+        let stats = store.stats();
+        max_segments = max_segments.max(stats.segments);
+        assert_eq!(
+            stats.live_records,
+            c.table.iter_slots().count() as u64,
+            "round {round}: every session is live in exactly one segment"
+        );
+        let live_bytes: usize = c
+            .table
+            .iter_slots()
+            .map(|slot| super::state::encoded_len(&c, slot))
+            .sum();
+        // Twice the live data before cleaning starts, plus the new segment (a third of the
+        // sessions rewritten) and the partly cleaned oldest one.
+        assert!(
+            stats.bytes < 3 * live_bytes as u64 + 4096,
+            "round {round}: log {} bytes for {live_bytes} live bytes",
+            stats.bytes
+        );
+    }
+    // The cleaner kept the count near its limit (each commit may add one segment and a
+    // partly cleaned one stays until it is empty).
+    assert!(
+        max_segments <= limits.max_segments + 2,
+        "{max_segments} segments"
+    );
+
+    let before = snapshot(&c);
+    let (fresh, unreadable) = reload(&ns(), json!({}));
+    assert_eq!(unreadable, 0);
+    assert_eq!(snapshot(&fresh), before);
+    let keys = db.namespace("correlate/s").scan().unwrap();
+    assert!(keys.iter().filter(|(k, _)| k[0] == b'l').count() <= limits.max_segments + 2);
+}
+
+#[test]
+fn per_session_keys_of_the_old_layout_are_migrated_into_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateStore::new(dir.path());
+    let ns = || db.namespace("correlate/sessions");
+    // The old layout, as the previous release wrote it: one JSON value per session.
+    let mut old = correlator();
+    run(
+        &mut old,
+        vec![
+            auth(1, "s1", T0, "e1"),
+            auth(1, "s2", T0 + 5, "e2"),
+            auth(2, "s2", T0 + 9, "e3"),
+            auth(2, "x9", T0 + 9, "e9"),
+        ],
+    );
+    let mut values: Vec<(Vec<u8>, Vec<u8>)> = old
+        .table
+        .iter_slots()
+        .map(|slot| {
+            let mut k = vec![b's'];
+            k.extend_from_slice(&old.table.storage_key(slot));
+            let stored = StoredSession::from_record(
+                &old.table,
+                old.table.get(slot),
+                old.end_only_body(slot),
+            );
+            (k, serde_json::to_vec(&stored).unwrap())
+        })
+        .collect();
+    values.push((b"sbroken\0\0\0".to_vec(), b"{not json".to_vec()));
+    values.push((b"w".to_vec(), (T0 + 9).to_string().into_bytes()));
+    let changes: Vec<(&[u8], Option<&[u8]>)> = values
+        .iter()
+        .map(|(k, v)| (k.as_slice(), Some(v.as_slice())))
+        .collect();
+    ns().write(&changes).unwrap();
+    let before = snapshot(&old);
+
+    let store = SessionStore::new(ns());
+    let (c, unreadable) = reload(&store, json!({}));
+    assert_eq!(unreadable, 1);
+    assert_eq!(snapshot(&c), before);
+    // The first commit (even of an empty chunk) moves them into the log.
+    let c = std::sync::Mutex::new(c);
+    commit_chunk(&c, &store, vec![auth(2, "s1", T0 + H, "e4")]);
+    let keys: Vec<Vec<u8>> = ns().scan().unwrap().into_iter().map(|(k, _)| k).collect();
+    let old_keys: Vec<&Vec<u8>> = keys.iter().filter(|k| k[0] == b's').collect();
+    assert_eq!(
+        old_keys,
+        vec![&b"sbroken\0\0\0".to_vec()],
+        "only the unreadable one stays"
+    );
+    assert!(keys.iter().any(|k| k[0] == b'l'));
+    let expected = snapshot(&c.into_inner().unwrap());
+    let (again, unreadable) = reload(&SessionStore::new(ns()), json!({}));
+    assert_eq!(unreadable, 1);
+    assert_eq!(snapshot(&again), expected);
+    assert_eq!(
+        again.table.closed_count(),
+        3,
+        "s1 completed after the migration"
+    );
+}
+
+#[test]
+fn committing_without_loading_a_stored_state_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // One database handle (redb locks the file); a new SessionStore is a restart's view.
+    let db = StateStore::new(dir.path());
+    let ns = || SessionStore::new(db.namespace("correlate/sessions"));
+    let c = std::sync::Mutex::new(correlator());
+    commit_chunk(&c, &ns(), vec![auth(1, "s1", T0, "e1")]);
+    let events = vec![event(auth(1, "s2", T0, "e2"))];
+    assert!(apply_and_commit(&c, &ns(), events).is_err());
 }
