@@ -517,14 +517,18 @@ fn ssm_sidecar_pipeline_tails_the_agent_session_logs() {
     let root = common::corpus("ssm/agent_local/var/lib/amazon/ssm");
     let out = s.root.join("stdout.ndjson");
     let dropped = s.root.join("data").join("dropped.ndjson");
-    let child = std::process::Command::new(common::bin())
-        .args(["run", "-c", "pipelines/ssm-sidecar.yaml"])
-        .env("SSM_AGENT_DIR", &root)
-        .env("SESSIONTRAIL_DATA_DIR", s.root.join("data"))
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    // The shipped pipeline as an operator runs it, printing to `stdout`.
+    let run_sidecar = |stdout: &Path| {
+        std::process::Command::new(common::bin())
+            .args(["run", "-c", "pipelines/ssm-sidecar.yaml"])
+            .env("SSM_AGENT_DIR", &root)
+            .env("SESSIONTRAIL_DATA_DIR", s.root.join("data"))
+            .stdout(std::fs::File::create(stdout).unwrap())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let child = run_sidecar(&out);
     // Every transcript on the node: (instance id, session id, the commands typed in it).
     let transcripts: Vec<(String, String, String)> = glob_files(&root)
         .into_iter()
@@ -603,14 +607,7 @@ fn ssm_sidecar_pipeline_tails_the_agent_session_logs() {
     // Every line was acknowledged through redact and ocsf, so the checkpoints moved to the
     // ends of the files: a second run has nothing to send again.
     let again = s.root.join("stdout-again.ndjson");
-    let child = std::process::Command::new(common::bin())
-        .args(["run", "-c", "pipelines/ssm-sidecar.yaml"])
-        .env("SSM_AGENT_DIR", &root)
-        .env("SESSIONTRAIL_DATA_DIR", s.root.join("data"))
-        .stdout(std::fs::File::create(&again).unwrap())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let child = run_sidecar(&again);
     std::thread::sleep(std::time::Duration::from_secs(3));
     stop(child);
     assert_eq!(

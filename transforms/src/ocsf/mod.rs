@@ -350,22 +350,30 @@ mod tests {
         .unwrap()
     }
 
-    /// A blank line of a transcript tailed line by line maps to nothing, and its source
-    /// learns it was handled (an unresolved token would count as failed and be re-read).
-    #[test]
-    fn a_blank_transcript_line_maps_to_no_event_and_is_acknowledged_as_handled() {
-        let (notifier, mut rx) = sessiontrail_core::BatchNotifier::new();
-        let fields: Object = serde_json::from_value(serde_json::json!({
-            "message": "",
-            "file": "/var/lib/amazon/ssm/i-0123456789abcdef0/session/orchestration/s-1/Standard_Stream/s-1.log"
-        }))
-        .unwrap();
+    /// Runs the default transform on one event that carries the ack token of its own batch.
+    fn transform_with_ack(
+        fields: Object,
+    ) -> (TransformOutput, sessiontrail_core::ack::BatchReceiver) {
+        let (notifier, rx) = sessiontrail_core::BatchNotifier::new();
         let mut event = Event::new(fields, Arc::from("in"), 0);
         event.meta.ack = Some(notifier.token());
         drop(notifier);
         let mut t = OcsfTransform::new(Arc::from("norm"), &config(serde_json::json!({})));
         let mut output = TransformOutput::default();
         t.transform(event, &mut output);
+        (output, rx)
+    }
+
+    /// A blank line of a transcript tailed line by line maps to nothing, and its source
+    /// learns it was handled (an unresolved token would count as failed and be re-read).
+    #[test]
+    fn a_blank_transcript_line_maps_to_no_event_and_is_acknowledged_as_handled() {
+        let fields: Object = serde_json::from_value(serde_json::json!({
+            "message": "",
+            "file": "/var/lib/amazon/ssm/i-0123456789abcdef0/session/orchestration/s-1/Standard_Stream/s-1.log"
+        }))
+        .unwrap();
+        let (output, mut rx) = transform_with_ack(fields);
         assert!(output.out.is_empty() && output.dropped.is_empty());
         let status = rx.try_recv().expect("the batch is resolved");
         assert!(status.is_handled(), "{status:?}");
@@ -383,13 +391,7 @@ mod tests {
             (notify(), 1),
             (serde_json::from_value(transcript).unwrap(), 2),
         ] {
-            let (notifier, mut rx) = sessiontrail_core::BatchNotifier::new();
-            let mut event = Event::new(fields, Arc::from("in"), 0);
-            event.meta.ack = Some(notifier.token());
-            drop(notifier);
-            let mut t = OcsfTransform::new(Arc::from("norm"), &config(serde_json::json!({})));
-            let mut output = TransformOutput::default();
-            t.transform(event, &mut output);
+            let (output, mut rx) = transform_with_ack(fields);
             assert_eq!(output.out.len(), expected_events);
             assert!(rx.try_recv().is_err(), "resolved before delivery");
             for e in output.out {
