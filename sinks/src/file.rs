@@ -77,12 +77,22 @@ impl Writer {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
-            let mut f = OpenOptions::new()
+            let f = match OpenOptions::new()
                 .create(true)
                 .append(true)
                 .read(true)
-                .open(path)?;
-            close_torn_line(&mut f)?;
+                .open(path)
+            {
+                Ok(mut f) => {
+                    close_torn_line(&mut f)?;
+                    f
+                }
+                // A file we may append to but not read: append without the torn-line check.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    OpenOptions::new().create(true).append(true).open(path)?
+                }
+                Err(e) => return Err(e),
+            };
             self.files.insert(path.to_path_buf(), (f, 0));
         }
         if let Some((f, last)) = self.files.get_mut(path) {
