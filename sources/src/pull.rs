@@ -125,6 +125,46 @@ impl<C> AckQueue<C> {
     }
 }
 
+/// A pull source that moves its durable cursor as its emitted units are acknowledged.
+pub trait SettlesAcks {
+    type Checkpoint;
+    fn acks(&mut self) -> &mut AckQueue<Self::Checkpoint>;
+    /// Records one settled unit. Returns false when the units after it must not be recorded
+    /// (a failed unit holds the cursor back).
+    fn settle(&mut self, settled: Settled<Self::Checkpoint>) -> Result<bool, String>;
+}
+
+/// Waits until `wake`, recording acknowledgements as they arrive (between polls). Returns
+/// false when the pipeline is stopping.
+pub async fn settle_until<S: SettlesAcks>(
+    source: &mut S,
+    wake: tokio::time::Instant,
+    shutdown: &CancellationToken,
+) -> Result<bool, String> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(false),
+            _ = tokio::time::sleep_until(wake) => return Ok(true),
+            settled = source.acks().next(), if !source.acks().is_empty() => {
+                if let Some(s) = settled {
+                    source.settle(s)?;
+                }
+            }
+        }
+    }
+}
+
+/// Records the acknowledgements still outstanding at shutdown, in order, until one holds the
+/// cursor back. Call it after dropping the source's outputs, so the pipeline can drain.
+pub async fn settle_remaining<S: SettlesAcks>(source: &mut S) -> Result<(), String> {
+    while let Some(s) = source.acks().next().await {
+        if !source.settle(s)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn settle<C>(c: C, status: BatchStatus) -> Settled<C> {
     if status.is_handled() {
         Settled::Handled(c)

@@ -37,8 +37,8 @@ use sessiontrail_core::{
 
 use crate::decoding::Decoding;
 use crate::pull::{
-    aws_error_message, parse_duration, parse_start_time, sleep_or_shutdown, AckQueue, Backoff,
-    CursorStore, Settled,
+    aws_error_message, parse_duration, parse_start_time, settle_remaining, settle_until,
+    sleep_or_shutdown, AckQueue, Backoff, CursorStore, Settled, SettlesAcks,
 };
 use pacer::RequestPacer;
 use seen::SeenEvents;
@@ -290,27 +290,32 @@ impl CloudWatchSource {
                 }
             }
             let wake = tokio::time::Instant::now() + self.settings.poll_interval;
-            loop {
-                tokio::select! {
-                    _ = cx.shared.shutdown.cancelled() => break 'polls,
-                    _ = tokio::time::sleep_until(wake) => break,
-                    settled = self.acks.next(), if !self.acks.is_empty() => {
-                        if let Some(s) = settled { self.settle(s).map_err(fatal)?; }
-                    }
-                }
+            if !settle_until(&mut self, wake, &cx.shared.shutdown)
+                .await
+                .map_err(fatal)?
+            {
+                break;
             }
         }
         let name = Arc::clone(&cx.name);
         let SourceContext { out, dropped, .. } = cx;
         drop((out, dropped));
-        while let Some(s) = self.acks.next().await {
-            self.settle(s)
-                .map_err(|m| ComponentError(format!("source {name}: {m}")))?;
-        }
-        Ok(())
+        settle_remaining(&mut self)
+            .await
+            .map_err(|m| ComponentError(format!("source {name}: {m}")))
+    }
+}
+
+impl SettlesAcks for CloudWatchSource {
+    type Checkpoint = GroupPoll;
+
+    fn acks(&mut self) -> &mut AckQueue<GroupPoll> {
+        &mut self.acks
     }
 
-    fn settle(&mut self, settled: Settled<GroupPoll>) -> Result<(), String> {
+    /// Always true: log groups have their own watermarks, so a failed poll of one group does
+    /// not hold back the polls of the others.
+    fn settle(&mut self, settled: Settled<GroupPoll>) -> Result<bool, String> {
         match settled {
             Settled::Handled(poll) => {
                 let prev = self
@@ -345,9 +350,11 @@ impl CloudWatchSource {
                 };
             }
         }
-        Ok(())
+        Ok(true)
     }
+}
 
+impl CloudWatchSource {
     /// The groups to read this poll.
     async fn groups(&mut self, cx: &SourceContext) -> Result<Vec<String>, CallError> {
         let Some(prefix) = self.config.group_prefix.clone() else {

@@ -25,7 +25,10 @@ use sessiontrail_core::{
     BatchNotifier, BuildError, DeadLetter, Event, Object, SourceConfig, Value,
 };
 
-use crate::pull::{parse_duration, sleep_or_shutdown, AckQueue, Backoff, CursorStore, Settled};
+use crate::pull::{
+    parse_duration, settle_remaining, settle_until, sleep_or_shutdown, AckQueue, Backoff,
+    CursorStore, Settled, SettlesAcks,
+};
 use decode::{decode_object, DecodeOptions, Position};
 pub use decode::{ObjectFormat, TextRecords};
 
@@ -166,31 +169,27 @@ impl S3Source {
                 break;
             }
             let wake = tokio::time::Instant::now() + self.poll_interval;
-            loop {
-                tokio::select! {
-                    _ = cx.shared.shutdown.cancelled() => break,
-                    _ = tokio::time::sleep_until(wake) => break,
-                    settled = self.acks.next(), if !self.acks.is_empty() => {
-                        if let Some(s) = settled { self.settle(s).map_err(fatal)?; }
-                    }
-                }
-            }
-            if cx.shared.shutdown.is_cancelled() {
+            if !settle_until(&mut self, wake, &cx.shared.shutdown)
+                .await
+                .map_err(fatal)?
+            {
                 break;
             }
         }
         let name = Arc::clone(&cx.name);
         let SourceContext { out, dropped, .. } = cx;
         drop((out, dropped));
-        while let Some(s) = self.acks.next().await {
-            if !self
-                .settle(s)
-                .map_err(|m| ComponentError(format!("source {name}: {m}")))?
-            {
-                break;
-            }
-        }
-        Ok(())
+        settle_remaining(&mut self)
+            .await
+            .map_err(|m| ComponentError(format!("source {name}: {m}")))
+    }
+}
+
+impl SettlesAcks for S3Source {
+    type Checkpoint = String;
+
+    fn acks(&mut self) -> &mut AckQueue<String> {
+        &mut self.acks
     }
 
     fn settle(&mut self, settled: Settled<String>) -> Result<bool, String> {
@@ -211,7 +210,9 @@ impl S3Source {
             }
         }
     }
+}
 
+impl S3Source {
     async fn pass(&mut self, cx: &SourceContext) -> Result<PassEnd, String> {
         loop {
             let keys = match self.list_page(cx).await? {

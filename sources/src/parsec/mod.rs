@@ -24,7 +24,10 @@ use sessiontrail_core::component::{ComponentError, ComponentTask, SourceContext}
 use sessiontrail_core::json::DEFAULT_MAX_RECORD_BYTES;
 use sessiontrail_core::{BatchNotifier, BuildError, DeadLetter, Event, SourceConfig, Value};
 
-use crate::pull::{parse_duration, parse_start_time, AckQueue, CursorStore, Settled};
+use crate::pull::{
+    parse_duration, parse_start_time, settle_remaining, settle_until, AckQueue, CursorStore,
+    Settled, SettlesAcks,
+};
 use client::{fetch_page, FetchOutcome, PagePosition, PageRequest};
 
 /// The public Parsec API.
@@ -284,16 +287,10 @@ impl ParsecSource {
             }
             // Between passes, keep committing pages as their acknowledgements arrive.
             let wake = tokio::time::Instant::now() + self.settings.poll_interval;
-            loop {
-                tokio::select! {
-                    _ = cx.shared.shutdown.cancelled() => break,
-                    _ = tokio::time::sleep_until(wake) => break,
-                    settled = self.acks.next(), if !self.acks.is_empty() => {
-                        if let Some(s) = settled { self.settle(s).map_err(fatal)?; }
-                    }
-                }
-            }
-            if cx.shared.shutdown.is_cancelled() {
+            if !settle_until(&mut self, wake, &cx.shared.shutdown)
+                .await
+                .map_err(fatal)?
+            {
                 break;
             }
         }
@@ -301,15 +298,17 @@ impl ParsecSource {
         let name = Arc::clone(&cx.name);
         let SourceContext { out, dropped, .. } = cx;
         drop((out, dropped));
-        while let Some(s) = self.acks.next().await {
-            if !self
-                .settle(s)
-                .map_err(|m| ComponentError(format!("source {name}: {m}")))?
-            {
-                break;
-            }
-        }
-        Ok(())
+        settle_remaining(&mut self)
+            .await
+            .map_err(|m| ComponentError(format!("source {name}: {m}")))
+    }
+}
+
+impl SettlesAcks for ParsecSource {
+    type Checkpoint = ParsecCursor;
+
+    fn acks(&mut self) -> &mut AckQueue<ParsecCursor> {
+        &mut self.acks
     }
 
     /// Records a settled page; returns false when it failed (the cursor stays).
@@ -333,7 +332,9 @@ impl ParsecSource {
             }
         }
     }
+}
 
+impl ParsecSource {
     async fn pass(&mut self, cx: &SourceContext) -> Result<PassEnd, String> {
         loop {
             if cx.shared.shutdown.is_cancelled() {
