@@ -92,6 +92,16 @@ pub struct Command<'a> {
     pub output: Vec<&'a str>,
 }
 
+impl Command<'_> {
+    /// Launch (1) for a typed command; "Output" (99) for output read with no command.
+    pub fn activity(&self) -> Activity<'static> {
+        match self.cmd_line {
+            Some(_) => Activity::Id(1),
+            None => Activity::Other("Output"),
+        }
+    }
+}
+
 /// Splits lines into commands. `first_is_command`: the first line is the echo of a command
 /// typed after a prompt the previous read ended with.
 pub fn split_commands<'a>(
@@ -190,11 +200,7 @@ pub fn map(src: &Object, cx: &MapContext, prompts: &mut PromptTracker) -> Result
 
     let mut events = Vec::with_capacity(commands.len());
     for (n, c) in commands.iter().enumerate() {
-        let activity = match c.cmd_line {
-            Some(_) => Activity::Id(1),
-            None => Activity::Other("Output"),
-        };
-        let mut e = cx.event(SYSTEM, Class::ProcessActivity, activity, time_ms);
+        let mut e = cx.event(SYSTEM, Class::ProcessActivity, c.activity(), time_ms);
         put(&mut e, "metadata.original_time", original_time);
         put(&mut e, "metadata.log_provider", "AWS CloudWatch Logs");
         put_opt(&mut e, "metadata.log_version", log_version);

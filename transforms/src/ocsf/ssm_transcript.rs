@@ -14,7 +14,7 @@
 
 use sessiontrail_core::{Object, Value};
 
-use super::common::{put, put_opt, Activity, Class, MapContext, MapError, Reader};
+use super::common::{put, put_opt, Class, MapContext, MapError, Reader};
 use super::ssm_stream::{command_fields, common_process_fields, split_commands};
 use super::{InputSystem, Mapped};
 
@@ -91,11 +91,7 @@ pub fn map(src: &Object, labels: Option<&Object>, cx: &MapContext) -> Result<Map
     let commands = split_commands(body, false);
     let mut events = Vec::with_capacity(commands.len());
     for (n, c) in commands.iter().enumerate() {
-        let activity = match c.cmd_line {
-            Some(_) => Activity::Id(1),
-            None => Activity::Other("Output"),
-        };
-        let mut e = cx.event(SYSTEM, Class::ProcessActivity, activity, time_ms);
+        let mut e = cx.event(SYSTEM, Class::ProcessActivity, c.activity(), time_ms);
         put_opt(&mut e, "metadata.log_name", location);
         put(
             &mut e,
