@@ -12,6 +12,19 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// Deeper nesting is dead-lettered (corpus input rule 5).
 pub const MAX_NESTING_DEPTH: usize = 64;
 
+/// Nesting depth of an object (the object itself is level 1), for records that arrive already
+/// parsed (elements of a JSON array, API pages) and so did not pass [`decode_record`]'s check.
+pub fn object_depth(obj: &Object) -> usize {
+    fn value_depth(v: &Value) -> usize {
+        match v {
+            Value::Object(o) => 1 + o.values().map(value_depth).max().unwrap_or(0),
+            Value::Array(a) => 1 + a.iter().map(value_depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    1 + obj.values().map(value_depth).max().unwrap_or(0)
+}
+
 /// Looks up `a.b.0.c` (numeric segments index arrays).
 pub fn get_path<'a>(obj: &'a Object, path: &str) -> Option<&'a Value> {
     let mut parts = path.split('.');

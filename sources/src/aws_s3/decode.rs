@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use sessiontrail_core::dead_letter::MAX_RAW_PREFIX;
 use sessiontrail_core::framing::{Frame, LineFramer};
-use sessiontrail_core::json::{decode_record, kind_of, Decoded, MAX_NESTING_DEPTH};
+use sessiontrail_core::json::{decode_record, kind_of, object_depth, Decoded, MAX_NESTING_DEPTH};
 use sessiontrail_core::{Object, Value};
 
 /// gzip member header (RFC 1952): ID1 ID2.
@@ -308,7 +308,7 @@ fn decode_array(
             continue;
         }
         match item {
-            Value::Object(fields) if depth(&fields) <= MAX_NESTING_DEPTH => {
+            Value::Object(fields) if object_depth(&fields) <= MAX_NESTING_DEPTH => {
                 out.records.push(Record {
                     fields,
                     position,
@@ -377,17 +377,6 @@ fn decode_text_object(
             body,
         )),
     }
-}
-
-fn depth(obj: &Object) -> usize {
-    fn value_depth(v: &Value) -> usize {
-        match v {
-            Value::Object(o) => 1 + o.values().map(value_depth).max().unwrap_or(0),
-            Value::Array(a) => 1 + a.iter().map(value_depth).max().unwrap_or(0),
-            _ => 0,
-        }
-    }
-    1 + obj.values().map(value_depth).max().unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Checks one element of a Parsec `data` array before it becomes an event. Each defect has
 //! the corpus dead-letter reason, so one bad event never costs the rest of its page.
 
-use sessiontrail_core::json::{kind_of, parse_rfc3339, MAX_NESTING_DEPTH};
+use sessiontrail_core::json::{kind_of, object_depth, parse_rfc3339, MAX_NESTING_DEPTH};
 use sessiontrail_core::{Object, Value};
 
 /// Why an element of `data` was not accepted.
@@ -43,7 +43,7 @@ pub fn validate(
             ))
         }
     };
-    if depth(&obj) > MAX_NESTING_DEPTH {
+    if object_depth(&obj) > MAX_NESTING_DEPTH {
         return Err(defect(
             "nesting_too_deep",
             format!("event nests deeper than {MAX_NESTING_DEPTH} levels"),
@@ -108,18 +108,6 @@ pub fn validate(
         }
     }
     Ok(obj)
-}
-
-/// Nesting depth of an object (the object itself is level 1).
-fn depth(obj: &Object) -> usize {
-    fn value_depth(v: &Value) -> usize {
-        match v {
-            Value::Object(o) => 1 + o.values().map(value_depth).max().unwrap_or(0),
-            Value::Array(a) => 1 + a.iter().map(value_depth).max().unwrap_or(0),
-            _ => 0,
-        }
-    }
-    1 + obj.values().map(value_depth).max().unwrap_or(0)
 }
 
 #[cfg(test)]
