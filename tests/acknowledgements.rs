@@ -163,7 +163,7 @@ async fn a_dead_letter_delivered_to_a_wired_output_still_marks_the_batch() {
     let rx = emit(&src, &[json!({"event_type": "keep"})]).await;
     // The dead-letter consumer (a sink) delivers it.
     let batch = dl_rx.recv().await.unwrap();
-    assert_eq!(batch[0].fields["reason"], "template_error");
+    assert_eq!(batch[0].fields()["reason"], "template_error");
     batch
         .into_iter()
         .for_each(|e| e.ack(DeliveryStatus::Delivered));

@@ -775,7 +775,7 @@ fn linux_agent_queues_while_the_server_is_down_then_delivers() {
     let token_file = work.path().join("token");
     std::fs::write(&token_file, format!("{AGENT_TOKEN}\n")).expect("token");
     // Reserve a port for the server that is not running yet.
-    let port = free_port();
+    let port = free_port_outside_ephemeral_range();
     run_pam_hook(&spool, port, &token_file, "open_session");
     run_pam_hook(&spool, port, &token_file, "close_session");
     assert_eq!(queued(&spool), 2, "both records wait in the spool");

@@ -14,8 +14,9 @@
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::event::{Object, Value};
+use crate::event::{Event, Object, Value};
 use crate::json::get_path;
+use crate::json_paths::PathSet;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -67,18 +68,65 @@ impl ConditionConfig {
 
 impl Condition {
     pub fn matches(&self, event: &Object) -> bool {
+        self.eval(&|path| get_path(event, path))
+    }
+
+    /// Evaluates with `get` looking the fields up.
+    fn eval<'v>(&self, get: &dyn Fn(&str) -> Option<&'v Value>) -> bool {
         match self {
-            Condition::All(c) => c.iter().all(|c| c.matches(event)),
-            Condition::Any(c) => c.iter().any(|c| c.matches(event)),
-            Condition::Not(c) => !c.matches(event),
-            Condition::Equals(f, v) => get_path(event, f) == Some(v),
-            Condition::Exists(f) => get_path(event, f).is_some_and(|v| !v.is_null()),
-            Condition::Matches(f, re) => match get_path(event, f) {
+            Condition::All(c) => c.iter().all(|c| c.eval(get)),
+            Condition::Any(c) => c.iter().any(|c| c.eval(get)),
+            Condition::Not(c) => !c.eval(get),
+            Condition::Equals(f, v) => get(f) == Some(v),
+            Condition::Exists(f) => get(f).is_some_and(|v| !v.is_null()),
+            Condition::Matches(f, re) => match get(f) {
                 Some(Value::String(s)) => re.is_match(s),
                 Some(Value::Number(n)) => re.is_match(&n.to_string()),
                 _ => false,
             },
-            Condition::In(f, values) => get_path(event, f).is_some_and(|v| values.contains(v)),
+            Condition::In(f, values) => get(f).is_some_and(|v| values.contains(v)),
+        }
+    }
+
+    /// Every field path the condition reads.
+    pub fn fields(&self, out: &mut Vec<String>) {
+        match self {
+            Condition::All(c) | Condition::Any(c) => c.iter().for_each(|c| c.fields(out)),
+            Condition::Not(c) => c.fields(out),
+            Condition::Equals(f, _)
+            | Condition::Exists(f)
+            | Condition::Matches(f, _)
+            | Condition::In(f, _) => out.push(f.clone()),
+        }
+    }
+}
+
+/// A condition evaluated on whole events: on an event still held as JSON text, only the
+/// fields the condition reads are extracted from the text (see [`crate::json_paths`]), so a
+/// filter never parses, nor makes the sink re-serialize, the records it passes.
+#[derive(Debug, Clone)]
+pub struct EventCondition {
+    condition: Condition,
+    paths: PathSet,
+}
+
+impl EventCondition {
+    pub fn new(condition: Condition) -> Self {
+        let mut fields = Vec::new();
+        condition.fields(&mut fields);
+        EventCondition {
+            paths: PathSet::new(fields),
+            condition,
+        }
+    }
+
+    pub fn matches(&self, event: &Event) -> bool {
+        match event.unparsed_json_text() {
+            Some(text) => {
+                let found = self.paths.extract(text);
+                self.condition.eval(&|path| found.get(path))
+            }
+            None => self.condition.matches(event.fields()),
         }
     }
 }
@@ -105,6 +153,43 @@ mod tests {
         assert!(cond(r#"{"in":{"field":"n.x","values":[4,5]}}"#).matches(&ev));
         assert!(cond(r#"{"all":[{"exists":"t"},{"not":{"exists":"zz"}}]}"#).matches(&ev));
         assert!(!cond(r#"{"any":[{"exists":"zz"},{"exists":"yy"}]}"#).matches(&ev));
+    }
+
+    #[test]
+    fn json_text_and_parsed_events_agree() {
+        use crate::json::{decode_record, Decoded};
+        let docs = [
+            r#"{"t":"a","n":{"x":5,"l":[1,{"k":"v"}]},"u":"CORP\\anna","z":null}"#,
+            r#"{"t":"b","n":7,"u":"\u0043ORP\\bob"}"#,
+            r#"{"n":{"l":[]}}"#,
+        ];
+        let conditions = [
+            r#"{"equals":{"field":"t","value":"a"}}"#,
+            r#"{"exists":"n.x"}"#,
+            r#"{"exists":"z"}"#,
+            r#"{"equals":{"field":"n.l.1.k","value":"v"}}"#,
+            r#"{"matches":{"field":"u","pattern":"^CORP\\\\"}}"#,
+            r#"{"in":{"field":"n.x","values":[4,5]}}"#,
+            r#"{"all":[{"exists":"n"},{"not":{"exists":"n.l.0"}}]}"#,
+            r#"{"any":[{"equals":{"field":"n","value":7}},{"exists":"n.l"}]}"#,
+        ];
+        for doc in docs {
+            let Ok(Decoded::Record(text)) = decode_record(doc.as_bytes(), 1 << 20) else {
+                panic!("{doc} is valid");
+            };
+            let from_text = Event::from_json(text.clone(), "t".into(), 0);
+            let parsed = Event::new(text.into_object(), "t".into(), 0);
+            for c in conditions {
+                let c = EventCondition::new(cond(c));
+                assert_eq!(c.matches(&from_text), c.matches(&parsed), "{c:?} on {doc}");
+                assert!(from_text.json_text().is_some(), "evaluation kept the text");
+            }
+        }
+        let matching = EventCondition::new(cond(r#"{"exists":"n.x"}"#));
+        let Ok(Decoded::Record(text)) = decode_record(docs[0].as_bytes(), 1 << 20) else {
+            panic!("valid");
+        };
+        assert!(matching.matches(&Event::from_json(text, "t".into(), 0)));
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl DeadLetter {
         message: impl Into<String>,
         event: Event,
     ) -> Event {
-        let Event { fields, meta } = event;
+        let (fields, meta) = event.into_parts();
         let mut dl = DeadLetter::new(component, reason, message).event(fields);
         dl.byte_size = meta.byte_size;
         dl.ack = meta.ack;

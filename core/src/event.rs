@@ -1,6 +1,7 @@
 //! The event: a JSON object plus metadata that never reaches the output.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 
@@ -13,10 +14,16 @@ pub type Object = serde_json::Map<String, Value>;
 /// per-event cost of the channels negligible.
 pub type EventBatch = Vec<Event>;
 
+/// An event's body is kept in up to two forms. A record read as JSON text keeps that text
+/// (`raw`) and is parsed into `fields` only when a component first reads a field; a sink
+/// writes the text back unchanged as long as nobody asked to modify the event. That saves the
+/// parse on paths that only move records (`stdin -> file`) and the serialization on paths that
+/// only read them (`filter`), the two biggest costs of a log shipper. Any mutable access
+/// ([`Event::fields_mut`]) drops the text, so it can never disagree with the fields.
 #[derive(Debug, Clone)]
 pub struct Event {
-    /// What sinks write.
-    pub fields: Object,
+    raw: Option<Box<str>>,
+    fields: OnceLock<Object>,
     pub meta: EventMeta,
 }
 
@@ -31,20 +38,187 @@ pub struct EventMeta {
     pub ack: Option<AckToken>,
     /// Where the record came from (file path, byte offset, host, S3 key...). Sinks can template
     /// on these as `{{ %name }}`; they are not written out.
-    pub labels: Option<Box<Object>>,
+    pub labels: Labels,
+}
+
+/// An event's labels: those common to every record of one origin (a file's path and host) are
+/// shared by reference, and only those that differ per record (an offset) are the event's own,
+/// so a source does not copy a map for each of millions of lines.
+#[derive(Debug, Clone, Default)]
+pub struct Labels {
+    shared: Option<Arc<Object>>,
+    /// A short chain (events have a few own labels at most): one word in every `Event`
+    /// instead of a Vec's three, and one allocation per label.
+    own: Option<Box<OwnLabel>>,
+}
+
+#[derive(Debug, Clone)]
+struct OwnLabel {
+    key: Cow<'static, str>,
+    value: Value,
+    next: Option<Box<OwnLabel>>,
+}
+
+impl Labels {
+    pub fn shared(common: Arc<Object>) -> Self {
+        Labels {
+            shared: Some(common),
+            own: None,
+        }
+    }
+
+    /// Sets `key` for this event only (replacing a shared or earlier value).
+    pub fn insert(&mut self, key: impl Into<Cow<'static, str>>, value: Value) {
+        let key = key.into();
+        let mut cur = self.own.as_deref_mut();
+        while let Some(label) = cur {
+            if label.key == key {
+                label.value = value;
+                return;
+            }
+            cur = label.next.as_deref_mut();
+        }
+        let next = self.own.take();
+        self.own = Some(Box::new(OwnLabel { key, value, next }));
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        let mut cur = self.own.as_deref();
+        while let Some(label) = cur {
+            if label.key == key {
+                return Some(&label.value);
+            }
+            cur = label.next.as_deref();
+        }
+        self.shared.as_ref()?.get(key)
+    }
+}
+
+impl EventMeta {
+    fn new(source: Arc<str>, byte_size: usize) -> Self {
+        EventMeta {
+            source,
+            received_at: Utc::now(),
+            byte_size,
+            ack: None,
+            labels: Labels::default(),
+        }
+    }
+}
+
+/// A JSON object as text, checked by [`crate::json::decode_record`] (valid UTF-8, one object,
+/// the depth and duplicate-key rules), so parsing it later cannot fail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonObjectText(pub(crate) Box<str>);
+
+impl JsonObjectText {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_object(self) -> Object {
+        parse_validated(&self.0)
+    }
+}
+
+fn parse_validated(text: &str) -> Object {
+    match serde_json::from_str(text) {
+        Ok(fields) => fields,
+        // Unreachable for text that passed decode_record; an empty object rather than a panic.
+        Err(_) => Object::new(),
+    }
 }
 
 impl Event {
     pub fn new(fields: Object, source: Arc<str>, byte_size: usize) -> Self {
         Event {
-            fields,
-            meta: EventMeta {
-                source,
-                received_at: Utc::now(),
-                byte_size,
-                ack: None,
-                labels: None,
-            },
+            raw: None,
+            fields: OnceLock::from(fields),
+            meta: EventMeta::new(source, byte_size),
+        }
+    }
+
+    /// An event whose body is a validated JSON object text, parsed only if a field is read.
+    pub fn from_json(text: JsonObjectText, source: Arc<str>, byte_size: usize) -> Self {
+        Event {
+            raw: Some(text.0),
+            fields: OnceLock::new(),
+            meta: EventMeta::new(source, byte_size),
+        }
+    }
+
+    /// The event's fields (parsed from the JSON text on first use).
+    pub fn fields(&self) -> &Object {
+        self.fields.get_or_init(|| match &self.raw {
+            Some(text) => parse_validated(text),
+            None => Object::new(),
+        })
+    }
+
+    /// The fields, for modification: the JSON text the event was read as is dropped, so sinks
+    /// serialize the modified fields.
+    pub fn fields_mut(&mut self) -> &mut Object {
+        self.fields();
+        self.raw = None;
+        match self.fields.get_mut() {
+            Some(fields) => fields,
+            None => unreachable!("initialized by fields() just above"),
+        }
+    }
+
+    pub fn into_fields(mut self) -> Object {
+        self.fields();
+        self.fields.take().unwrap_or_default()
+    }
+
+    pub fn set_fields(&mut self, fields: Object) {
+        self.raw = None;
+        self.fields = OnceLock::from(fields);
+    }
+
+    /// Splits the event into its fields and metadata.
+    pub fn into_parts(mut self) -> (Object, EventMeta) {
+        self.fields();
+        (self.fields.take().unwrap_or_default(), self.meta)
+    }
+
+    pub fn from_parts(fields: Object, meta: EventMeta) -> Self {
+        Event {
+            raw: None,
+            fields: OnceLock::from(fields),
+            meta,
+        }
+    }
+
+    /// The JSON text the event was read as, while it is unmodified.
+    pub fn json_text(&self) -> Option<&str> {
+        self.raw.as_deref()
+    }
+
+    /// The JSON text, if the event has one and it was not parsed yet (a reader that needs few
+    /// fields can extract them from the text instead of parsing all of them).
+    pub fn unparsed_json_text(&self) -> Option<&str> {
+        match self.fields.get() {
+            Some(_) => None,
+            None => self.raw.as_deref(),
+        }
+    }
+
+    /// Appends the event as compact JSON (its original text when it has one).
+    pub fn write_json(&self, buf: &mut Vec<u8>) {
+        match &self.raw {
+            Some(text) => buf.extend_from_slice(text.as_bytes()),
+            // Serializing a `serde_json::Map` into a Vec cannot fail.
+            None => {
+                let _ = serde_json::to_writer(&mut *buf, self.fields());
+            }
+        }
+    }
+
+    pub fn to_json_string(&self) -> String {
+        match &self.raw {
+            Some(text) => text.to_string(),
+            None => serde_json::to_string(self.fields()).unwrap_or_default(),
         }
     }
 
@@ -54,15 +228,12 @@ impl Event {
     }
 
     /// Adds a metadata label (not part of the output).
-    pub fn set_label(&mut self, key: &str, value: impl Into<Value>) {
-        self.meta
-            .labels
-            .get_or_insert_with(Default::default)
-            .insert(key.to_string(), value.into());
+    pub fn set_label(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Value>) {
+        self.meta.labels.insert(key, value.into());
     }
 
     pub fn label(&self, key: &str) -> Option<&Value> {
-        self.meta.labels.as_ref().and_then(|l| l.get(key))
+        self.meta.labels.get(key)
     }
 
     /// Reports this event's final outcome to its source (no-op for sources without acks).
@@ -78,5 +249,47 @@ impl Event {
         if let Some(token) = &self.meta.ack {
             token.note(status);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::{decode_record, Decoded};
+
+    fn text(json: &str) -> JsonObjectText {
+        match decode_record(json.as_bytes(), 1 << 20) {
+            Ok(Decoded::Record(t)) => t,
+            other => panic!("{json}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unmodified_event_keeps_its_text_and_a_modified_one_loses_it() {
+        let mut e = Event::from_json(text(r#"{ "b": 1, "a": [true] }"#), "s".into(), 20);
+        assert_eq!(e.fields()["b"], 1, "reads parse the text");
+        let mut out = Vec::new();
+        e.write_json(&mut out);
+        assert_eq!(out, br#"{ "b": 1, "a": [true] }"#, "written as read");
+        e.fields_mut().insert("c".into(), 2.into());
+        assert_eq!(e.json_text(), None);
+        out.clear();
+        e.write_json(&mut out);
+        assert_eq!(out, br#"{"a":[true],"b":1,"c":2}"#);
+    }
+
+    #[test]
+    fn own_labels_override_shared_ones() {
+        let mut shared = Object::new();
+        shared.insert("file".into(), "/a.log".into());
+        shared.insert("host".into(), "h".into());
+        let mut labels = Labels::shared(Arc::new(shared));
+        labels.insert("offset", 10.into());
+        labels.insert("file", "/b.log".into());
+        labels.insert("offset", 20.into());
+        assert_eq!(labels.get("file"), Some(&"/b.log".into()));
+        assert_eq!(labels.get("host"), Some(&"h".into()));
+        assert_eq!(labels.get("offset"), Some(&20.into()));
+        assert_eq!(labels.get("none"), None);
     }
 }

@@ -1,11 +1,12 @@
 //! JSON helpers shared by every component: dotted field paths and the strict record decoder
 //! that applies the input rules of `shared/corpus/README.md` the same way in every source.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
-use crate::event::{Object, Value};
+use crate::event::{JsonObjectText, Object, Value};
 
 /// Largest record accepted by default: 1 MiB, newline excluded (corpus input rule 2).
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
@@ -27,9 +28,21 @@ pub fn object_depth(obj: &Object) -> usize {
 
 /// Looks up `a.b.0.c` (numeric segments index arrays).
 pub fn get_path<'a>(obj: &'a Object, path: &str) -> Option<&'a Value> {
-    let mut parts = path.split('.');
-    let mut cur = obj.get(parts.next()?)?;
-    for part in parts {
+    let (first, rest) = match path.split_once('.') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (path, None),
+    };
+    let value = obj.get(first)?;
+    match rest {
+        Some(rest) => get_path_value(value, rest),
+        None => Some(value),
+    }
+}
+
+/// [`get_path`] inside a value.
+pub fn get_path_value<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = value;
+    for part in path.split('.') {
         cur = match cur {
             Value::Object(m) => m.get(part)?,
             Value::Array(a) => a.get(part.parse::<usize>().ok()?)?,
@@ -72,6 +85,83 @@ pub fn set_path(obj: &mut Object, path: &str, value: Value) {
     cur.insert(last.to_string(), value);
 }
 
+/// Writes a JSON object field by field straight into its text, for sources that build their
+/// records (`decoding: lines`): no `Object` is built just to be serialized again, and the text
+/// is valid by construction. Keys must be distinct (the caller writes a fixed set).
+pub struct JsonObjectWriter {
+    text: String,
+}
+
+impl JsonObjectWriter {
+    pub fn with_capacity(capacity: usize) -> Self {
+        let mut text = String::with_capacity(capacity);
+        text.push('{');
+        JsonObjectWriter { text }
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.text.len() > 1 {
+            self.text.push(',');
+        }
+        push_json_string(&mut self.text, key);
+        self.text.push(':');
+    }
+
+    pub fn string(&mut self, key: &str, value: &str) -> &mut Self {
+        self.key(key);
+        push_json_string(&mut self.text, value);
+        self
+    }
+
+    pub fn unsigned(&mut self, key: &str, value: u64) -> &mut Self {
+        self.key(key);
+        self.text.push_str(itoa::Buffer::new().format(value));
+        self
+    }
+
+    pub fn boolean(&mut self, key: &str, value: bool) -> &mut Self {
+        self.key(key);
+        self.text.push_str(if value { "true" } else { "false" });
+        self
+    }
+
+    pub fn finish(mut self) -> JsonObjectText {
+        self.text.push('}');
+        JsonObjectText(self.text.into_boxed_str())
+    }
+}
+
+/// Appends `s` as a JSON string literal, escaped as serde_json does (`"`, `\\`, control
+/// characters), copying the runs between escapes in one piece.
+pub fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut run_start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // Every byte matched above is ASCII, so `i` is a char boundary.
+        out.push_str(&s[run_start..i]);
+        if escape.is_empty() {
+            out.push_str(&format!("\\u{b:04x}"));
+        } else {
+            out.push_str(escape);
+        }
+        run_start = i + 1;
+    }
+    out.push_str(&s[run_start..]);
+    out.push('"');
+}
+
 /// Why a record could not be decoded. `reason` is one of the corpus' dead-letter reasons.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodeError {
@@ -90,7 +180,7 @@ impl fmt::Display for DecodeError {
 pub enum Decoded {
     /// Blank or whitespace-only: ignored, not counted.
     Blank,
-    Record(Object),
+    Record(JsonObjectText),
 }
 
 /// Decodes one NDJSON line (without its `\n`): strips a trailing CR and a leading UTF-8 BOM,
@@ -108,23 +198,53 @@ pub fn decode_record(line: &[u8], max_bytes: usize) -> Result<Decoded, DecodeErr
     if line.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(Decoded::Blank);
     }
-    // No UTF-8 pass before parsing: serde_json validates every string it reads, and outside
-    // strings only ASCII is valid JSON, so a successful parse implies valid UTF-8. The check
-    // runs only on failure, to give the precise reason (it was ~4% of ingest CPU).
-    let value = parse_strict(line).map_err(|e| match std::str::from_utf8(line) {
-        Err(bad) => DecodeError {
+    // Validation builds no values: a record that is only passed through is never parsed into
+    // fields (see `Event`). No UTF-8 pass before it either: serde_json checks every string it
+    // reads (keys and values), and outside strings only ASCII is valid JSON, so success implies
+    // valid UTF-8. The check runs only on failure, to give the precise reason.
+    let invalid_utf8 = |line: &[u8]| {
+        std::str::from_utf8(line).err().map(|bad| DecodeError {
             reason: "invalid_utf8",
             message: format!("invalid UTF-8 at byte {}", bad.valid_up_to()),
-        },
-        Ok(_) => e,
-    })?;
-    match value {
-        Value::Object(map) => Ok(Decoded::Record(map)),
-        other => Err(DecodeError {
-            reason: "not_an_object",
-            message: format!("expected a JSON object, found {}", kind_of(&other)),
-        }),
+        })
+    };
+    if let Err(e) = validate_strict(line) {
+        return Err(invalid_utf8(line).unwrap_or(e));
     }
+    let text = match std::str::from_utf8(line.trim_ascii()) {
+        Ok(text) => text,
+        Err(_) => return Err(invalid_utf8(line).unwrap_or_else(unreachable_utf8)),
+    };
+    if !text.starts_with('{') {
+        // Valid JSON but not an object: parse it (rare) to name what it is.
+        let kind = parse_strict(text.as_bytes()).map_or("a value", |v| kind_of(&v));
+        return Err(DecodeError {
+            reason: "not_an_object",
+            message: format!("expected a JSON object, found {kind}"),
+        });
+    }
+    Ok(Decoded::Record(JsonObjectText(text.into())))
+}
+
+fn unreachable_utf8() -> DecodeError {
+    DecodeError {
+        reason: "invalid_utf8",
+        message: "invalid UTF-8".into(),
+    }
+}
+
+/// Checks one JSON document against the syntax, depth and duplicate-key rules without
+/// building it. Keys are compared as borrowed slices of the input where they have no escapes.
+pub fn validate_strict(bytes: &[u8]) -> Result<(), DecodeError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut keys = Vec::new();
+    Validate {
+        depth: 0,
+        keys: &mut keys,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end())
+    .map_err(classify)
 }
 
 /// Parses one JSON document with the depth and duplicate-key rules (input must be UTF-8).
@@ -165,6 +285,106 @@ pub fn kind_of(v: &Value) -> &'static str {
 
 const DUPLICATE: &str = "duplicate key";
 const TOO_DEEP: &str = "nesting deeper than";
+
+/// Visits a document like [`StrictSeed`] but keeps nothing except the keys of the objects
+/// being visited (a stack shared by all levels), to find duplicates.
+struct Validate<'k, 'de> {
+    depth: usize,
+    keys: &'k mut Vec<Cow<'de, str>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Validate<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Validate<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let depth = self.depth + 1;
+        if depth > MAX_NESTING_DEPTH {
+            return Err(de::Error::custom(format!(
+                "{TOO_DEEP} {MAX_NESTING_DEPTH} levels"
+            )));
+        }
+        while seq
+            .next_element_seed(Validate {
+                depth,
+                keys: &mut *self.keys,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let depth = self.depth + 1;
+        if depth > MAX_NESTING_DEPTH {
+            return Err(de::Error::custom(format!(
+                "{TOO_DEEP} {MAX_NESTING_DEPTH} levels"
+            )));
+        }
+        let start = self.keys.len();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            if self.keys[start..].contains(&key) {
+                return Err(de::Error::custom(format!("{DUPLICATE} \"{key}\"")));
+            }
+            self.keys.push(key);
+            map.next_value_seed(Validate {
+                depth,
+                keys: &mut *self.keys,
+            })?;
+        }
+        self.keys.truncate(start);
+        Ok(())
+    }
+}
+
+/// A key, borrowed from the input unless it had escapes.
+pub(crate) struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+}
 
 /// Builds a `Value` like serde_json's own visitor, plus the two checks it does not make.
 struct StrictSeed {
@@ -258,7 +478,7 @@ mod tests {
     #[test]
     fn accepts_objects_with_crlf_and_bom() {
         match decode_record(b"\xEF\xBB\xBF{\"a\":1}\r", 100).unwrap() {
-            Decoded::Record(m) => assert_eq!(m["a"], 1),
+            Decoded::Record(m) => assert_eq!(m.into_object()["a"], 1),
             Decoded::Blank => panic!("not blank"),
         }
     }
@@ -294,6 +514,33 @@ mod tests {
             decode_record(bad.as_bytes(), 1 << 20).unwrap_err().reason,
             "nesting_too_deep"
         );
+    }
+
+    #[test]
+    fn written_objects_equal_serde_json_output() {
+        let texts = [
+            "plain",
+            "quote \" back \\ slash",
+            "ctl \u{1} \u{1f} \n\r\t \u{8}\u{c}",
+            "é 🦀",
+            "",
+        ];
+        for t in texts {
+            let mut w = JsonObjectWriter::with_capacity(8);
+            w.string("message", t)
+                .unsigned("offset", 42)
+                .boolean("flag", true);
+            let text = w.finish();
+            let mut want = Object::new();
+            want.insert("message".into(), t.into());
+            want.insert("offset".into(), 42.into());
+            want.insert("flag".into(), true.into());
+            assert_eq!(text.clone().into_object(), want, "{t:?}");
+            let mut alone = String::new();
+            push_json_string(&mut alone, t);
+            assert_eq!(alone, serde_json::to_string(t).unwrap());
+            assert!(validate_strict(text.as_str().as_bytes()).is_ok());
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod dead_letter;
 pub mod event;
 pub mod framing;
 pub mod json;
+pub mod json_paths;
 pub mod metrics;
 pub mod output;
 pub mod store;
@@ -21,5 +22,5 @@ pub use component::{
     SourceContext, TransformConfig, TransformContext,
 };
 pub use dead_letter::DeadLetter;
-pub use event::{Event, EventBatch, EventMeta, Object, Value};
+pub use event::{Event, EventBatch, EventMeta, JsonObjectText, Labels, Object, Value};
 pub use output::Output;

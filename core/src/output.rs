@@ -151,7 +151,7 @@ impl Output {
         if self.senders.is_empty() {
             for e in batch {
                 let reason = e
-                    .fields
+                    .fields()
                     .get("reason")
                     .and_then(|r| r.as_str())
                     .unwrap_or("unknown")

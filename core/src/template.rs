@@ -110,7 +110,7 @@ impl Template {
                     _ => out.push_str(l),
                 },
                 Part::Field(path) => {
-                    let v = get_path(&event.fields, path)
+                    let v = get_path(event.fields(), path)
                         .filter(|v| !v.is_null())
                         .ok_or_else(|| TemplateError::MissingField(path.clone()))?;
                     push_value(&mut out, v, path_safe);
@@ -148,7 +148,7 @@ fn push_value(out: &mut String, v: &Value, path_safe: bool) {
 /// The event's own time: OCSF `time` (epoch milliseconds) when present, else receive time.
 pub fn event_time(event: &Event) -> DateTime<Utc> {
     event
-        .fields
+        .fields()
         .get("time")
         .and_then(Value::as_i64)
         .and_then(|ms| Utc.timestamp_millis_opt(ms).single())

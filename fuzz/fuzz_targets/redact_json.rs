@@ -46,7 +46,7 @@ fn check(t: &mut Redact, fields: Map<String, Value>) {
     let mut out = TransformOutput::default();
     t.transform(Event::new(fields, "fuzz".into(), 0), &mut out);
     assert_eq!(out.out.len(), 1);
-    let after = Value::Object(out.out.remove(0).fields);
+    let after = Value::Object(out.out.remove(0).into_fields());
     assert_eq!(shape(&after), before);
     serde_json::to_string(&after).expect("serializes");
 }

@@ -2,9 +2,8 @@
 
 use sessiontrail_core::Event;
 
-/// Appends `event` as one JSON line. Serializing a `serde_json::Map` cannot fail.
+/// Appends `event` as one JSON line (its original text when it was not modified).
 pub fn write_ndjson(buf: &mut Vec<u8>, event: &Event) {
-    if serde_json::to_writer(&mut *buf, &event.fields).is_ok() {
-        buf.push(b'\n');
-    }
+    event.write_json(buf);
+    buf.push(b'\n');
 }

@@ -116,9 +116,9 @@ impl LineDecoder {
             Frame::Line(line) => match self.decoding {
                 Decoding::Ndjson => match decode_record(line, self.max) {
                     Ok(Decoded::Blank) => {}
-                    Ok(Decoded::Record(obj)) => {
+                    Ok(Decoded::Record(text)) => {
                         self.events
-                            .push(Event::new(obj, Arc::clone(&self.name), line.len()))
+                            .push(Event::from_json(text, Arc::clone(&self.name), line.len()))
                     }
                     Err(e) => self.dead.push(
                         DeadLetter::new(&self.name, e.reason, e.message)

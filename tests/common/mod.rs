@@ -132,6 +132,21 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A free port below Linux's ephemeral range (32768-60999), for a test that must reserve a port
+/// before its server runs: a port from `free_port()` can meanwhile be handed to another test's
+/// server or outgoing connection, and a client aimed at it would reach the wrong process.
+#[allow(dead_code)]
+pub fn free_port_outside_ephemeral_range() -> u16 {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u64);
+    (0..10_000u64)
+        .map(|i| 20_000 + ((seed + i * 7919) % 12_000) as u16)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port in 20000-31999")
+}
+
 /// reqwest is built without a TLS crypto provider of its own (it shares the AWS SDK's
 /// aws-lc-rs): install it before creating an HTTP client in a test.
 pub fn install_tls_provider() {

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use sessiontrail_core::component::{
     run_function_transform, ComponentTask, FunctionTransform, TransformContext, TransformOutput,
 };
-use sessiontrail_core::condition::{Condition, ConditionConfig};
+use sessiontrail_core::condition::{ConditionConfig, EventCondition};
 use sessiontrail_core::{BuildError, Event, TransformConfig};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -23,18 +23,18 @@ impl TransformConfig for FilterConfig {
     }
 
     async fn build(&self, cx: TransformContext) -> Result<ComponentTask, BuildError> {
-        let condition = self.condition.compile()?;
+        let condition = EventCondition::new(self.condition.compile()?);
         Ok(run_function_transform(Filter { condition }, cx))
     }
 }
 
 struct Filter {
-    condition: Condition,
+    condition: EventCondition,
 }
 
 impl FunctionTransform for Filter {
     fn transform(&mut self, event: Event, output: &mut TransformOutput) {
-        if self.condition.matches(&event.fields) {
+        if self.condition.matches(&event) {
             output.emit(event);
         } else {
             output.discard(event);

@@ -43,9 +43,9 @@ fn map(t: &mut OcsfTransform, fields: Object) -> Result<Vec<Value>, String> {
     match t.convert(event(fields)) {
         Ok(events) => Ok(events
             .into_iter()
-            .map(|e| Value::Object(e.fields))
+            .map(|e| Value::Object(e.into_fields()))
             .collect()),
-        Err(dl) => Err(dl.fields["reason"].as_str().unwrap_or("").to_string()),
+        Err(dl) => Err(dl.fields()["reason"].as_str().unwrap_or("").to_string()),
     }
 }
 
@@ -101,7 +101,7 @@ fn decode(origin: String, bytes: &[u8]) -> Option<Record> {
         Ok(Decoded::Blank) => None,
         Ok(Decoded::Record(o)) => Some(Record {
             origin,
-            fields: Ok(o),
+            fields: Ok(o.into_object()),
         }),
         Err(e) => Some(Record {
             origin,

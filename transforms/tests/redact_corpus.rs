@@ -40,7 +40,7 @@ fn ndjson_events(bytes: &[u8]) -> Vec<Event> {
     for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
         match decode_record(line, DEFAULT_MAX_RECORD_BYTES) {
             Ok(Decoded::Blank) => {}
-            Ok(Decoded::Record(obj)) => events.push(Event::new(obj, "in".into(), line.len())),
+            Ok(Decoded::Record(obj)) => events.push(Event::from_json(obj, "in".into(), line.len())),
             Err(e) => events.push(
                 DeadLetter::new("in", e.reason, e.message)
                     .raw(line)
@@ -89,7 +89,7 @@ fn decoded_text(events: &[Event]) -> String {
     }
     let mut out = String::new();
     for e in events {
-        walk(&Value::Object(e.fields.clone()), "", &mut out);
+        walk(&Value::Object(e.fields().clone()), "", &mut out);
     }
     out
 }

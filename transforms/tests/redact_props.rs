@@ -40,7 +40,7 @@ fn redact_fields(t: &mut Redact, fields: Value) -> Value {
     let mut out = TransformOutput::default();
     t.transform(Event::new(obj, "in".into(), 0), &mut out);
     assert_eq!(out.out.len(), 1);
-    Value::Object(out.out.remove(0).fields)
+    Value::Object(out.out.remove(0).into_fields())
 }
 
 fn redact_text(t: &mut Redact, text: &str) -> String {

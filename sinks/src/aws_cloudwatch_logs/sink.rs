@@ -117,19 +117,9 @@ impl BatchedSink for Sink {
             }
         };
         let timestamp_ms = event_time(&event).timestamp_millis();
-        let message = match serde_json::to_string(&event.fields) {
-            Ok(m) => m,
-            Err(e) => {
-                return Err(DeadLetter::from_event(
-                    &self.name,
-                    "encoding_error",
-                    e.to_string(),
-                    event,
-                ))
-            }
-        };
+        let message = event.to_json_string();
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let Event { fields, meta } = event;
+        let (fields, meta) = event.into_parts();
         let entry = LogEntry {
             timestamp_ms,
             message,

@@ -547,7 +547,7 @@ impl CloudWatchSource {
             let fields = match self.config.decoding {
                 Decoding::Ndjson => {
                     match decode_record(message.as_bytes(), self.config.max_record_bytes) {
-                        Ok(Decoded::Record(obj)) => obj,
+                        Ok(Decoded::Record(obj)) => obj.into_object(),
                         Ok(Decoded::Blank) => continue,
                         Err(e) => {
                             let mut dl = DeadLetter::new(&cx.name, e.reason, e.message);
@@ -574,12 +574,12 @@ impl CloudWatchSource {
             let mut event = Event::new(Object::new(), Arc::clone(&cx.name), message.len())
                 .with_ack(notifier.token());
             for (k, v) in &origin {
-                event.set_label(k, v.clone());
+                event.set_label(k.clone(), v.clone());
             }
             if !self.config.metadata_key.is_empty() {
                 fields.insert(self.config.metadata_key.clone(), Value::Object(origin));
             }
-            event.fields = fields;
+            event.set_fields(fields);
             batch.push(event);
             if batch.len() >= BATCH_EVENTS {
                 cx.metrics.add_received(batch.len() as u64, 0);

@@ -182,8 +182,8 @@ fn decode_lines(
             }),
             Frame::Line(line) if json => match decode_record(line, opts.max_record_bytes) {
                 Ok(Decoded::Blank) => {}
-                Ok(Decoded::Record(fields)) => out.records.push(Record {
-                    fields,
+                Ok(Decoded::Record(text)) => out.records.push(Record {
+                    fields: text.into_object(),
                     position,
                     bytes: line.len(),
                 }),

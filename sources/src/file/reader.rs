@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use sessiontrail_core::ack::BatchReceiver;
 use sessiontrail_core::framing::{Frame, LineFramer};
-use sessiontrail_core::json::{decode_record, Decoded};
-use sessiontrail_core::{AckToken, BatchNotifier, DeadLetter, Event, Object, Value};
+use sessiontrail_core::json::{decode_record, Decoded, JsonObjectWriter};
+use sessiontrail_core::{AckToken, BatchNotifier, DeadLetter, Event, Labels, Object, Value};
 
 use super::checkpoint::FileId;
 use super::multiline::{Joined, Multiline};
@@ -60,10 +60,18 @@ struct Pending {
     rx: Option<BatchReceiver>,
 }
 
+fn file_labels(path: &str, host: &str) -> Object {
+    let mut labels = Object::new();
+    labels.insert("file".into(), Value::String(path.to_string()));
+    labels.insert("host".into(), Value::String(host.to_string()));
+    labels
+}
+
 /// Where the next record starts and what it belongs to.
 struct RecordState {
     path: Arc<str>,
-    labels: Object,
+    /// `file` and `host`, shared by every event of this file.
+    labels: Arc<Object>,
     /// Offset of the first byte the framer has not turned into a record yet.
     cursor: u64,
     /// Lines before `cursor`.
@@ -108,9 +116,7 @@ impl FileReader {
         multiline: Option<Multiline>,
     ) -> Self {
         let path: Arc<str> = path.into();
-        let mut labels = Object::new();
-        labels.insert("file".into(), Value::String(path.to_string()));
-        labels.insert("host".into(), Value::String(decoder.host.clone()));
+        let labels = Arc::new(file_labels(&path, &decoder.host));
         FileReader {
             id,
             file,
@@ -142,9 +148,8 @@ impl FileReader {
     /// The file was found under another matching path (renamed within the include set).
     pub fn set_path(&mut self, path: &str) {
         self.state.path = path.into();
-        self.state
-            .labels
-            .insert("file".into(), Value::String(path.to_string()));
+        let host = self.state.labels.get("host").and_then(Value::as_str);
+        self.state.labels = Arc::new(file_labels(path, host.unwrap_or_default()));
     }
 
     pub fn generation(&self) -> u64 {
@@ -369,10 +374,10 @@ impl RecordState {
         self.emit(&j.text, j.start_offset, j.first_line, decoder, batch);
     }
 
-    fn labels(&self, offset: u64) -> Box<Object> {
-        let mut l = self.labels.clone();
-        l.insert("offset".into(), offset.into());
-        Box::new(l)
+    fn labels(&self, offset: u64) -> Labels {
+        let mut l = Labels::shared(Arc::clone(&self.labels));
+        l.insert("offset", offset.into());
+        l
     }
 
     /// One record (a line, or joined lines) starting at `offset` becomes an event or a dead
@@ -388,32 +393,29 @@ impl RecordState {
         match decoder.decoding {
             Decoding::Lines => {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
-                let mut fields = Object::new();
+                // The record is written as JSON text directly (keys in the order a parsed
+                // object would serialize them); nothing parses it unless a transform reads it.
+                let mut text = JsonObjectWriter::with_capacity(line.len() + self.path.len() + 64);
+                text.string("file", &self.path)
+                    .string("host", &decoder.host);
                 match std::str::from_utf8(line) {
-                    Ok(s) => {
-                        fields.insert("message".into(), s.into());
-                    }
-                    Err(_) => {
-                        fields.insert(
-                            "message".into(),
-                            String::from_utf8_lossy(line).into_owned().into(),
-                        );
-                        fields.insert("invalid_utf8".into(), true.into());
-                    }
-                }
-                fields.insert("file".into(), Value::String(self.path.to_string()));
-                fields.insert("offset".into(), offset.into());
-                fields.insert("host".into(), Value::String(decoder.host.clone()));
-                let mut event = Event::new(fields, Arc::clone(&decoder.name), line.len());
-                event.meta.labels = Some(self.labels(offset));
+                    Ok(s) => text.string("message", s),
+                    Err(_) => text
+                        .boolean("invalid_utf8", true)
+                        .string("message", &String::from_utf8_lossy(line)),
+                };
+                text.unsigned("offset", offset);
+                let mut event =
+                    Event::from_json(text.finish(), Arc::clone(&decoder.name), line.len());
+                event.meta.labels = self.labels(offset);
                 event.meta.ack = Some(batch.token());
                 batch.events.push(event);
             }
             Decoding::Ndjson => match decode_record(line, decoder.max_line_bytes) {
                 Ok(Decoded::Blank) => {}
-                Ok(Decoded::Record(fields)) => {
-                    let mut event = Event::new(fields, Arc::clone(&decoder.name), line.len());
-                    event.meta.labels = Some(self.labels(offset));
+                Ok(Decoded::Record(text)) => {
+                    let mut event = Event::from_json(text, Arc::clone(&decoder.name), line.len());
+                    event.meta.labels = self.labels(offset);
                     event.meta.ack = Some(batch.token());
                     batch.events.push(event);
                 }
@@ -426,7 +428,7 @@ impl RecordState {
                         .with("line", line_no)
                         .ack(Some(token))
                         .build(Arc::clone(&decoder.name));
-                    dl.meta.labels = Some(self.labels(offset));
+                    dl.meta.labels = self.labels(offset);
                     batch.dead.push(dl);
                 }
             },

@@ -313,7 +313,10 @@ async fn process(
         } else {
             match decode_record(rec.bytes, max) {
                 Ok(Decoded::Blank) => continue,
-                Ok(Decoded::Record(mut obj)) => check(kind, path_id, &mut obj).map(|()| obj),
+                Ok(Decoded::Record(text)) => {
+                    let mut obj = text.into_object();
+                    check(kind, path_id, &mut obj).map(|()| obj)
+                }
                 Err(e) => Err(Rejection {
                     reason: e.reason,
                     message: e.message,

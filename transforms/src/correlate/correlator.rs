@@ -360,7 +360,7 @@ impl Correlator {
 
     pub fn process(&mut self, event: Event, out: &mut ChunkOutput) {
         let kind = classify(
-            &event.fields,
+            event.fields(),
             self.settings.starts_when.as_ref(),
             self.settings.ends_when.as_ref(),
         );
@@ -368,10 +368,10 @@ impl Correlator {
             out.forward.push(event);
             return;
         }
-        let time = match event_time(&event.fields) {
+        let time = match event_time(event.fields()) {
             Some(t) => t,
             None => {
-                let reason = if event.fields.contains_key("time") {
+                let reason = if event.fields().contains_key("time") {
                     "wrong_type"
                 } else {
                     "missing_field"
@@ -386,16 +386,16 @@ impl Correlator {
             }
         };
         if kind == EventKind::Start
-            && event.fields.get("status_id").and_then(Value::as_u64) == Some(STATUS_FAILURE)
+            && event.fields().get("status_id").and_then(Value::as_u64) == Some(STATUS_FAILURE)
         {
             let mut event = event;
             set_path(
-                &mut event.fields,
+                event.fields_mut(),
                 "unmapped.correlation",
                 "failed_start".into(),
             );
             set_path(
-                &mut event.fields,
+                event.fields_mut(),
                 "unmapped.session_status",
                 "failed".into(),
             );
@@ -403,9 +403,9 @@ impl Correlator {
             return;
         }
         let id_field = &self.settings.key_fields[0];
-        let uid = key_value(&event.fields, id_field).or_else(|| {
+        let uid = key_value(event.fields(), id_field).or_else(|| {
             (id_field == SESSION_ID_FIELD)
-                .then(|| key_value(&event.fields, ACTOR_SESSION_ID_FIELD))
+                .then(|| key_value(event.fields(), ACTOR_SESSION_ID_FIELD))
                 .flatten()
         });
         let Some(uid) = uid else {
@@ -419,7 +419,7 @@ impl Correlator {
         let mut extra_values: [Option<String>; MAX_EXTRA_KEY_FIELDS] = Default::default();
         let mut parts = [KeyPart::Missing; MAX_EXTRA_KEY_FIELDS];
         for (i, f) in self.settings.key_fields[1..=n].iter().enumerate() {
-            extra_values[i] = key_value(&event.fields, f);
+            extra_values[i] = key_value(event.fields(), f);
             parts[i] = self.table.key_part(extra_values[i].as_deref());
         }
         let (extra_values, parts) = (&extra_values[..n], &parts[..n]);
@@ -455,7 +455,7 @@ impl Correlator {
             if is_end {
                 let status = self.table.get(slot).status;
                 let correlation = correlation_for(status);
-                self.annotate(&mut event.fields, slot, correlation, false);
+                self.annotate(event.fields_mut(), slot, correlation, false);
             }
             out.forward.push(event);
             return;
@@ -500,14 +500,14 @@ impl Correlator {
         kind: EventKind,
         out: &mut ChunkOutput,
     ) {
-        let event_id = event_id_hash(&event.fields);
+        let event_id = event_id_hash(event.fields());
         let Some(slot) = slot else {
             if self.table.open_count() >= self.settings.max_open_sessions {
                 if let Some(oldest) = self.table.pop_open_started_before(i64::MAX) {
                     self.expire(oldest, "max_open_sessions", out);
                 }
             }
-            let mut rec = self.new_record(uid, extra, &event.fields);
+            let mut rec = self.new_record(uid, extra, event.fields());
             rec.start_ms = time;
             rec.start_event = event_id;
             rec.status = Status::Open;
@@ -552,8 +552,8 @@ impl Correlator {
             }
             Status::EndOnly if start_ms == NO_TIME => {
                 // The end arrived first: complete the session and correct its result.
-                let user = first_str(&event.fields, USER_FIELDS).map(str::to_string);
-                let resource = first_str(&event.fields, RESOURCE_FIELDS).map(str::to_string);
+                let user = first_str(event.fields(), USER_FIELDS).map(str::to_string);
+                let resource = first_str(event.fields(), RESOURCE_FIELDS).map(str::to_string);
                 let user = self.table.strings.intern_opt(user.as_deref());
                 let resource = self.table.strings.intern_opt(resource.as_deref());
                 let rec = self.table.get_mut(slot);
@@ -595,16 +595,16 @@ impl Correlator {
         extra: &[Option<String>],
         out: &mut ChunkOutput,
     ) {
-        let event_id = event_id_hash(&event.fields);
-        let reason = get_str(&event.fields, "unmapped.end_reason").map(str::to_string);
+        let event_id = event_id_hash(event.fields());
+        let reason = get_str(event.fields(), "unmapped.end_reason").map(str::to_string);
         let reason = self.table.strings.intern_opt(reason.as_deref());
-        let reported = get_path(&event.fields, "unmapped.reported_duration_s")
+        let reported = get_path(event.fields(), "unmapped.reported_duration_s")
             .and_then(Value::as_f64)
             .filter(|d| d.is_finite() && *d >= 0.0 && *d < f64::from(NO_REPORTED_DURATION))
             .map(|d| d as u32)
             .unwrap_or(NO_REPORTED_DURATION);
         let Some(slot) = slot else {
-            let mut rec = self.new_record(uid, extra, &event.fields);
+            let mut rec = self.new_record(uid, extra, event.fields());
             rec.end_ms = time;
             rec.end_event = event_id;
             rec.end_reason = reason;
@@ -613,9 +613,9 @@ impl Correlator {
             let forget = self.forget_at(&rec);
             let slot = self.table.insert(rec, true);
             self.table.schedule_forget(slot, forget);
-            self.end_only_bodies.insert(slot, event.fields.clone());
+            self.end_only_bodies.insert(slot, event.fields().clone());
             inc(&self.metrics.end_without_start);
-            self.annotate(&mut event.fields, slot, "end_without_start", false);
+            self.annotate(event.fields_mut(), slot, "end_without_start", false);
             out.forward.push(event);
             return;
         };
@@ -659,11 +659,11 @@ impl Correlator {
             self.gauge_add(product, -1);
         }
         if status == Status::EndOnly {
-            self.end_only_bodies.insert(slot, event.fields.clone());
+            self.end_only_bodies.insert(slot, event.fields().clone());
         }
         let forget = self.forget_at(self.table.get(slot));
         self.table.schedule_forget(slot, forget);
-        self.annotate(&mut event.fields, slot, correlation, correction);
+        self.annotate(event.fields_mut(), slot, correlation, correction);
         out.forward.push(event);
     }
 
@@ -682,7 +682,7 @@ impl Correlator {
             self.dead_letter("unknown_session", msg, event, out);
             return;
         };
-        let c = |k: &str| get_path(&event.fields, &format!("unmapped.session_correction.{k}"));
+        let c = |k: &str| get_path(event.fields(), &format!("unmapped.session_correction.{k}"));
         let status_after = c("status_after")
             .and_then(Value::as_str)
             .map(str::to_string);
@@ -731,7 +731,12 @@ impl Correlator {
         let forget = self.forget_at(self.table.get(slot));
         self.table.schedule_forget(slot, forget);
         inc(&self.metrics.corrections);
-        self.annotate(&mut event.fields, slot, correlation, status != Status::Open);
+        self.annotate(
+            event.fields_mut(),
+            slot,
+            correlation,
+            status != Status::Open,
+        );
         out.forward.push(event);
     }
 

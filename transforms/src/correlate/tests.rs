@@ -65,7 +65,7 @@ fn run(c: &mut Correlator, events: Vec<Value>) -> ChunkOutput {
 }
 
 fn field<'a>(e: &'a Event, path: &str) -> Option<&'a Value> {
-    get_path(&e.fields, path)
+    get_path(e.fields(), path)
 }
 
 fn results(out: &ChunkOutput) -> Vec<&Event> {
@@ -328,7 +328,7 @@ fn correction_for_unknown_session_is_dead_lettered() {
     );
     assert!(out.forward.is_empty());
     assert_eq!(out.dead.len(), 1);
-    assert_eq!(out.dead[0].fields["reason"], json!("unknown_session"));
+    assert_eq!(out.dead[0].fields()["reason"], json!("unknown_session"));
 }
 
 #[test]

@@ -1,14 +1,14 @@
 //! `from: auto`: recognises a record's input system by its shape (the fields each system
 //! always writes), so one `ocsf` transform can take a mixed stream.
 
-use sessiontrail_core::{Object, Value};
+use sessiontrail_core::{Labels, Object, Value};
 
 use super::common::MapError;
 use super::InputSystem;
 
 /// The system a record comes from; a record no system claims is `missing_field` (it lacks the
 /// fields that would identify it).
-pub fn detect(record: &Object, labels: Option<&Object>) -> Result<InputSystem, MapError> {
+pub fn detect(record: &Object, labels: &Labels) -> Result<InputSystem, MapError> {
     let has = |k: &str| record.contains_key(k);
     // Windows agent: every record type has `event_type` (session_notify, ...).
     if has("event_type") {
@@ -105,17 +105,21 @@ mod tests {
             ),
         ];
         for (rec, want) in cases {
-            assert_eq!(detect(&obj(rec), None).unwrap(), want, "{rec}");
+            assert_eq!(
+                detect(&obj(rec), &Labels::default()).unwrap(),
+                want,
+                "{rec}"
+            );
         }
     }
 
     #[test]
     fn transcript_lines_are_recognised_by_their_file_label() {
-        let labels = obj(
+        let labels = Labels::shared(std::sync::Arc::new(obj(
             r#"{"file":"/var/lib/amazon/ssm/i-0a1b2c3d4e5f60718/session/orchestration/s-1/Standard_Stream/s-1.log"}"#,
-        );
+        )));
         assert_eq!(
-            detect(&obj(r#"{"message":"$ ls"}"#), Some(&labels)).unwrap(),
+            detect(&obj(r#"{"message":"$ ls"}"#), &labels).unwrap(),
             InputSystem::SsmTranscript
         );
     }
@@ -123,11 +127,11 @@ mod tests {
     #[test]
     fn an_unrecognisable_record_is_missing_field() {
         assert_eq!(
-            detect(&obj("{}"), None).unwrap_err().reason,
+            detect(&obj("{}"), &Labels::default()).unwrap_err().reason,
             "missing_field"
         );
         assert_eq!(
-            detect(&obj(r#"{"message":"hello"}"#), None)
+            detect(&obj(r#"{"message":"hello"}"#), &Labels::default())
                 .unwrap_err()
                 .reason,
             "missing_field"

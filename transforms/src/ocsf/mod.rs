@@ -27,7 +27,7 @@ use sessiontrail_core::component::{
     run_function_transform, ComponentTask, FunctionTransform, TransformContext, TransformOutput,
 };
 use sessiontrail_core::{
-    BuildError, DeadLetter, DeliveryStatus, Event, Object, TransformConfig, Value,
+    BuildError, DeadLetter, DeliveryStatus, Event, Labels, Object, TransformConfig, Value,
 };
 
 use common::{remove_path, strip_object, MapContext, MapError};
@@ -232,11 +232,7 @@ impl OcsfTransform {
     }
 
     /// Maps one record: the OCSF events, or why it cannot be mapped.
-    pub fn map_record(
-        &mut self,
-        fields: &Object,
-        labels: Option<&Object>,
-    ) -> Result<Mapped, MapError> {
+    pub fn map_record(&mut self, fields: &Object, labels: &Labels) -> Result<Mapped, MapError> {
         let system = match self.from {
             InputSystem::Auto => detect::detect(fields, labels)?,
             s => s,
@@ -254,9 +250,12 @@ impl OcsfTransform {
 
     /// Turns a record into its OCSF events (the leftover source fields under `unmapped`), or
     /// into a dead letter saying why it cannot be mapped.
+    // Events travel by value everywhere (in batches); boxing this one would only add an
+    // allocation per dead letter.
+    #[allow(clippy::result_large_err)]
     pub fn convert(&mut self, event: Event) -> Result<Vec<Event>, Event> {
         self.cx.received_at_ms = event.meta.received_at.timestamp_millis();
-        let mapped = match self.map_record(&event.fields, event.meta.labels.as_deref()) {
+        let mapped = match self.map_record(event.fields(), &event.meta.labels) {
             Ok(m) => m,
             Err(e) => {
                 return Err(DeadLetter::from_event(
@@ -265,7 +264,7 @@ impl OcsfTransform {
             }
         };
         let raw = if self.keep_raw {
-            serde_json::to_string(&event.fields).ok()
+            Some(event.to_json_string())
         } else {
             None
         };
@@ -275,7 +274,7 @@ impl OcsfTransform {
             event.ack(DeliveryStatus::Filtered);
             return Ok(Vec::new());
         }
-        let Event { mut fields, meta } = event;
+        let (mut fields, meta) = event.into_parts();
         let mut original_meta = Some(meta);
         for (prefix, path) in &mapped.used {
             remove_path(&mut fields, prefix, path);
@@ -311,7 +310,7 @@ impl OcsfTransform {
                 original_meta.clone()
             };
             if let Some(meta) = meta {
-                out.push(Event { fields: ocsf, meta });
+                out.push(Event::from_parts(ocsf, meta));
             }
         }
         Ok(out)
@@ -407,8 +406,8 @@ mod tests {
     fn run(config: &OcsfConfig, fields: Object) -> Result<Vec<Object>, Object> {
         let mut t = OcsfTransform::new(Arc::from("norm"), config);
         t.convert(Event::new(fields, Arc::from("in"), 0))
-            .map(|es| es.into_iter().map(|e| e.fields).collect())
-            .map_err(|dl| dl.fields)
+            .map(|es| es.into_iter().map(Event::into_fields).collect())
+            .map_err(Event::into_fields)
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! upload time, not the command's, and are the event time only when the record has no
 //! `timestamp` / `eventTime`; text with neither gets the time it was received.
 
-use sessiontrail_core::{Object, Value};
+use sessiontrail_core::{Labels, Object, Value};
 
 use super::common::{put, put_opt, Class, MapContext, MapError, Reader};
 use super::ssm_stream::{command_fields, common_process_fields, split_commands};
@@ -23,7 +23,7 @@ const SYSTEM: InputSystem = InputSystem::SsmTranscript;
 /// Where a transcript's location can be found, in order: record fields, then labels.
 const LOCATION_KEYS: &[&str] = &["file", "path", "key"];
 
-pub fn map(src: &Object, labels: Option<&Object>, cx: &MapContext) -> Result<Mapped, MapError> {
+pub fn map(src: &Object, labels: &Labels, cx: &MapContext) -> Result<Mapped, MapError> {
     let mut r = Reader::new(src);
     // A blank line of a transcript read line by line carries no command and no output.
     if src.get("message").and_then(Value::as_str) == Some("") {
@@ -108,21 +108,19 @@ pub fn map(src: &Object, labels: Option<&Object>, cx: &MapContext) -> Result<Map
     })
 }
 
-fn location<'a>(src: &'a Object, labels: Option<&'a Object>) -> Option<&'a str> {
+fn location<'a>(src: &'a Object, labels: &'a Labels) -> Option<&'a str> {
     LOCATION_KEYS
         .iter()
         .find_map(|k| src.get(*k).and_then(Value::as_str))
         .or_else(|| {
-            labels.and_then(|l| {
-                LOCATION_KEYS
-                    .iter()
-                    .find_map(|k| l.get(*k).and_then(Value::as_str))
-            })
+            LOCATION_KEYS
+                .iter()
+                .find_map(|k| labels.get(k).and_then(Value::as_str))
         })
 }
 
 /// The session a transcript belongs to, from its record's location (for `from: auto`).
-pub fn session_from_location<'a>(src: &'a Object, labels: Option<&'a Object>) -> Option<&'a str> {
+pub fn session_from_location<'a>(src: &'a Object, labels: &'a Labels) -> Option<&'a str> {
     location(src, labels).and_then(session_from_path)
 }
 

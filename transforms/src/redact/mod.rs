@@ -442,7 +442,7 @@ impl Redact {
         let found = self
             .session_fields
             .iter()
-            .find_map(|f| get_path(&event.fields, f).filter(|v| !v.is_null()));
+            .find_map(|f| get_path(event.fields(), f).filter(|v| !v.is_null()));
         match found {
             Some(v) => {
                 0u8.hash(&mut h);
@@ -472,10 +472,10 @@ impl Redact {
             label: String::new(),
         };
         if self.fields.is_empty() {
-            walk_object(&mut walk, &mut event.fields);
+            walk_object(&mut walk, event.fields_mut());
         } else {
             for f in &self.fields {
-                if let Some(v) = get_path_mut(&mut event.fields, f) {
+                if let Some(v) = get_path_mut(event.fields_mut(), f) {
                     walk.path.clear();
                     walk.path.push_str(f);
                     walk.label.clear();
@@ -537,7 +537,7 @@ impl FunctionTransform for Redact {
                 self.count(detector, field);
             }
             if let Some(field) = &self.annotate {
-                let mut names: BTreeSet<String> = match event.fields.get(field) {
+                let mut names: BTreeSet<String> = match event.fields().get(field) {
                     Some(Value::Array(a)) => a
                         .iter()
                         .filter_map(|v| v.as_str().map(String::from))
@@ -549,7 +549,7 @@ impl FunctionTransform for Redact {
                         names.insert(self.redactor.detector_name(d).to_string());
                     }
                 }
-                event.fields.insert(
+                event.fields_mut().insert(
                     field.clone(),
                     Value::Array(names.into_iter().map(Value::String).collect()),
                 );

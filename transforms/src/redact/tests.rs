@@ -30,7 +30,7 @@ fn run(t: &mut Redact, v: serde_json::Value) -> serde_json::Value {
     let mut out = TransformOutput::default();
     t.transform(event(v), &mut out);
     assert_eq!(out.out.len(), 1, "redact emits every event");
-    serde_json::Value::Object(out.out.remove(0).fields)
+    serde_json::Value::Object(out.out.remove(0).into_fields())
 }
 
 #[test]
@@ -274,7 +274,7 @@ fn dead_letters_raw_and_event_are_redacted() {
         .build("in".into());
     let mut out = TransformOutput::default();
     t.transform(dl, &mut out);
-    let v = serde_json::Value::Object(out.out.remove(0).fields);
+    let v = serde_json::Value::Object(out.out.remove(0).into_fields());
     assert_eq!(
         v["raw"],
         r#"{"cmd": "mysql -p[REDACTED:cli_password] -e 'x'", "broken"#
@@ -287,7 +287,7 @@ fn dead_letters_raw_and_event_are_redacted() {
     let mut out = TransformOutput::default();
     t.transform(dl, &mut out);
     assert_eq!(
-        out.out[0].fields["event"]["password"],
+        out.out[0].fields()["event"]["password"],
         "[REDACTED:credential_assignment]"
     );
 }
@@ -300,10 +300,10 @@ fn dead_letter_raw_base64_is_decoded_scanned_and_reencoded() {
     let dl = DeadLetter::new("in", "invalid_utf8", "line is not UTF-8")
         .raw(&bytes)
         .build("in".into());
-    assert!(dl.fields.contains_key("raw_base64"));
+    assert!(dl.fields().contains_key("raw_base64"));
     let mut out = TransformOutput::default();
     t.transform(dl, &mut out);
-    let b64 = out.out[0].fields["raw_base64"]
+    let b64 = out.out[0].fields()["raw_base64"]
         .as_str()
         .unwrap()
         .to_string();
