@@ -15,7 +15,7 @@ LINES=${1:-1300000}
 OUT=$ROOT/bench/out
 BIN=$ROOT/target/release/sessiontrail
 mkdir -p "$OUT"
-cargo build --release --quiet
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet   # NO_BUILD=1: use the binary as it is
 INPUT=$OUT/file_source_input_$LINES.ndjson
 if [ ! -f "$INPUT" ]; then
   python3 "$SHARED/bench/gen_sessions.py" --count "$LINES" --seed bench --sessions 200 --out "$INPUT" --format mixed

@@ -28,7 +28,7 @@ fi
 BYTES=$(stat -c %s "$INPUT")
 LINES=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['lines'])" "$INPUT.summary.json")
 
-cargo build --release --quiet
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet   # NO_BUILD=1: use the binary as it is
 BIN=$ROOT/target/release/sessiontrail
 
 cat >"$OUT/stdin_file.yaml" <<YAML

@@ -134,32 +134,64 @@ impl JsonObjectWriter {
 /// Appends `s` as a JSON string literal, escaped as serde_json does (`"`, `\\`, control
 /// characters), copying the runs between escapes in one piece.
 pub fn push_json_string(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
     out.push('"');
     let bytes = s.as_bytes();
     let mut run_start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &str = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        // Every byte matched above is ASCII, so `i` is a char boundary.
+    while let Some(i) = next_to_escape(bytes, run_start) {
+        // Every byte that needs escaping is ASCII, so `i` is a char boundary.
         out.push_str(&s[run_start..i]);
-        if escape.is_empty() {
-            out.push_str(&format!("\\u{b:04x}"));
-        } else {
-            out.push_str(escape);
+        match bytes[i] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            b => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
         }
         run_start = i + 1;
     }
     out.push_str(&s[run_start..]);
     out.push('"');
+}
+
+/// Position of the first byte at or after `from` that a JSON string must escape. Looks at
+/// eight bytes at a time (most text has long runs with nothing to escape).
+fn next_to_escape(bytes: &[u8], from: usize) -> Option<usize> {
+    let needs_escape = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
+    let rest = bytes.get(from..)?;
+    let mut chunks = rest.chunks_exact(8);
+    for (n, chunk) in chunks.by_ref().enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let hits = escape_mask(u64::from_le_bytes(word));
+        if hits != 0 {
+            return Some(from + n * 8 + (hits.trailing_zeros() / 8) as usize);
+        }
+    }
+    let tail = chunks.remainder();
+    let tail_start = from + rest.len() - tail.len();
+    tail.iter()
+        .position(|&b| needs_escape(b))
+        .map(|p| tail_start + p)
+}
+
+/// High bit set in each byte of `x` that is `"`, `\\` or below 0x20. Bytes above the first
+/// hit may be flagged wrongly (a borrow carries upward), but the lowest flag is always exact,
+/// and only the lowest is used.
+fn escape_mask(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let below_0x20 = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+    zero_byte(x ^ (ONES * u64::from(b'"'))) | zero_byte(x ^ (ONES * u64::from(b'\\'))) | below_0x20
 }
 
 /// Why a record could not be decoded. `reason` is one of the corpus' dead-letter reasons.
@@ -540,6 +572,19 @@ mod tests {
             push_json_string(&mut alone, t);
             assert_eq!(alone, serde_json::to_string(t).unwrap());
             assert!(validate_strict(text.as_str().as_bytes()).is_ok());
+        }
+    }
+
+    #[test]
+    fn escaping_matches_serde_json_for_every_byte_at_every_position() {
+        // Each special byte alone, at each offset within and across the 8-byte words.
+        for c in (0u8..0x80).map(char::from).chain(['é', '\u{2028}', '🦀']) {
+            for pad in 0..17 {
+                let s = format!("{}{c}{}", "x".repeat(pad), "y".repeat(17 - pad));
+                let mut got = String::new();
+                push_json_string(&mut got, &s);
+                assert_eq!(got, serde_json::to_string(&s).unwrap(), "{s:?}");
+            }
         }
     }
 
