@@ -164,7 +164,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            runtime.block_on(async move {
+            let code = runtime.block_on(async move {
                 let stop = CancellationToken::new();
                 tokio::spawn(watch_signals(stop.clone()));
                 let opts = topology::RunOptions {
@@ -178,7 +178,12 @@ fn main() -> ExitCode {
                         ExitCode::from(1)
                     }
                 }
-            })
+            });
+            // Dropping a runtime waits without limit for its blocking threads (file reads,
+            // store commits). The pipeline has drained or timed out by now: a thread still
+            // stuck in a system call must not keep the process alive.
+            runtime.shutdown_timeout(EXIT_GRACE);
+            code
         }
     }
 }
@@ -222,6 +227,9 @@ fn collect_files(path: &std::path::Path, out: &mut Vec<PathBuf>) -> Result<(), S
     }
     Ok(())
 }
+
+/// How long threads still blocked after the pipeline stopped may delay the exit.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 /// First SIGINT/SIGTERM: graceful stop. Second: exit at once.
 async fn watch_signals(stop: CancellationToken) {
