@@ -208,17 +208,18 @@ impl Event {
     pub fn write_json(&self, buf: &mut Vec<u8>) {
         match &self.raw {
             Some(text) => buf.extend_from_slice(text.as_bytes()),
-            // Serializing a `serde_json::Map` into a Vec cannot fail.
-            None => {
-                let _ = serde_json::to_writer(&mut *buf, self.fields());
-            }
+            None => crate::json_write::write_object(buf, self.fields()),
         }
     }
 
     pub fn to_json_string(&self) -> String {
         match &self.raw {
             Some(text) => text.to_string(),
-            None => serde_json::to_string(self.fields()).unwrap_or_default(),
+            None => {
+                let mut text = String::new();
+                crate::json_write::write_object(&mut text, self.fields());
+                text
+            }
         }
     }
 

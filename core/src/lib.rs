@@ -11,6 +11,7 @@ pub mod event;
 pub mod framing;
 pub mod json;
 pub mod json_paths;
+pub mod json_write;
 pub mod metrics;
 pub mod output;
 pub mod store;

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use sessiontrail_core::ack::BatchReceiver;
 use sessiontrail_core::framing::{Frame, LineFramer};
-use sessiontrail_core::json::{decode_record, Decoded, JsonObjectWriter};
+use sessiontrail_core::json::{decode_record, Decoded};
+use sessiontrail_core::json_write::JsonObjectWriter;
 use sessiontrail_core::{AckToken, BatchNotifier, DeadLetter, Event, Labels, Object, Value};
 
 use super::checkpoint::FileId;
