@@ -3,12 +3,15 @@
 #
 # Part 1 (always): the transform's inner loop (`transforms/examples/correlate_bench.rs`): OCSF
 #   events applied to the session table in chunks, every chunk committed to a real redb store
-#   (fsynced) as the transform does: events/s with 100,000 concurrent sessions, and peak RSS /
-#   open sessions at 1,000,000 open sessions. Baseline in the same run: `dd ... conv=fsync`
-#   (the disk's sequential write + fsync speed) and `cat FILE > /dev/null`.
+#   (fsynced) as the transform does: events/s with 100,000 concurrent sessions (with the time
+#   split into applying the events and committing), and peak RSS / open sessions at 1,000,000
+#   open sessions. Baselines in the same run: `dd ... conv=fsync` (the disk's sequential write
+#   + fsync speed), one redb commit of a full (1 MiB) state log segment, and
+#   `cat FILE > /dev/null`.
 # Part 2 (BENCH_E2E=1; needs a release build of the whole binary, AWS SDK included): the same
 #   through the binary, stdin -> correlate -> blackhole, next to stdin -> blackhole.
-# Usage: bench/correlate.sh [EVENTS] [OPEN_SESSIONS]   (defaults 1000000 1000000)
+# Usage: [RUNS=N] bench/correlate.sh [EVENTS] [OPEN_SESSIONS]   (defaults 1000000 1000000;
+#   RUNS repeats the throughput run, default 1: on a shared machine report the range)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${1:-1000000}
@@ -21,7 +24,10 @@ dd if=/dev/zero of="$OUT/dd.bin" bs=1M count=256 conv=fsync 2>&1 | tail -1 | sed
 rm -f "$OUT/dd.bin"
 cargo build --release --quiet -p sessiontrail-transforms --example correlate_bench
 EX=target/release/examples/correlate_bench
-echo "correlate $($EX throughput "$EVENTS" 100000)"
+echo "baseline  $($EX store)"
+for _ in $(seq "${RUNS:-1}"); do
+  echo "correlate $($EX throughput "$EVENTS" 100000)"
+done
 /usr/bin/time -f "%M" -o "$OUT/time.txt" $EX memory "$OPEN" | sed 's/^/correlate /'
 echo "          (/usr/bin/time peak RSS: $(( $(cat "$OUT/time.txt") / 1024 )) MiB = $(( $(cat "$OUT/time.txt") * 1024 / OPEN )) bytes/session)"
 [ "${BENCH_E2E:-0}" = 1 ] || exit 0

@@ -1,9 +1,12 @@
 //! Benchmark of the correlate transform's inner loop (run by `bench/correlate.sh`, not a test):
 //! OCSF events applied to the session table in chunks, each chunk committed to a real state
-//! store (fsynced redb transaction in a temporary data_dir), as the transform does.
+//! store (fsynced redb transaction in a temporary data_dir), as the transform does
+//! (`apply_and_commit`, done here in its two halves so that each can be timed).
 //!
 //!   correlate_bench throughput EVENTS CONCURRENT   events/s with CONCURRENT open sessions
 //!   correlate_bench memory OPEN                    peak RSS / OPEN open sessions
+//!   correlate_bench store [BYTES [COMMITS]]        the state store alone: one value per commit
+//!                                                  (default: a full log segment, 80 commits)
 //!
 //! Event construction is timed separately and excluded from events/s.
 
@@ -16,10 +19,8 @@ use sessiontrail_core::metrics::MetricsRegistry;
 use sessiontrail_core::store::StateStore;
 use sessiontrail_core::Event;
 use sessiontrail_transforms::correlate::correlator::{CorrelateMetrics, Correlator};
-use sessiontrail_transforms::correlate::state::SessionStore;
-use sessiontrail_transforms::correlate::{
-    apply_and_commit, CorrelateConfig, MAX_EVENTS_PER_COMMIT,
-};
+use sessiontrail_transforms::correlate::state::{SessionStore, SEGMENT_BYTES};
+use sessiontrail_transforms::correlate::{apply_chunk, CorrelateConfig, MAX_EVENTS_PER_COMMIT};
 
 /// The allocator of the `sessiontrail` binary, so the figures are the pipeline's.
 #[global_allocator]
@@ -88,10 +89,39 @@ fn rss_kb(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `store BYTES COMMITS`: what one commit of a value of that size costs in the state store
+/// alone (a new key per commit, as the log appends segments).
+fn store_only(bytes: usize, commits: usize) {
+    let dir = std::env::temp_dir().join(format!("correlate-bench-store-{}", std::process::id()));
+    let ns = StateStore::new(&dir).namespace("correlate/bench");
+    let value = vec![0x5a_u8; bytes];
+    let t = Instant::now();
+    for i in 0..commits as u64 {
+        let key = i.to_be_bytes();
+        ns.write(&[(&key[..], Some(&value[..]))]).expect("write");
+    }
+    let per = t.elapsed().as_secs_f64() / commits as f64;
+    println!(
+        "store: {commits} commits of {bytes} bytes: {:.2} ms each, {:.0} MB/s",
+        per * 1e3,
+        bytes as f64 / per / 1e6
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
     tune_allocator();
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str).unwrap_or("throughput");
+    if mode == "store" {
+        let bytes = args
+            .get(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(SEGMENT_BYTES);
+        let commits = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(80);
+        store_only(bytes, commits);
+        return;
+    }
     let n: usize = args
         .get(2)
         .and_then(|a| a.parse().ok())
@@ -111,11 +141,18 @@ fn main() {
     let mut time = T0;
     let mut build = Duration::ZERO;
     let mut correlate = Duration::ZERO;
+    let mut committing = Duration::ZERO;
     let mut commits = 0u64;
     let rss_start = rss_kb("VmRSS:");
+    // As `apply_and_commit`: the lock held from applying the chunk through its commit.
     let mut run_chunk = |chunk: Vec<Event>, correlate: &mut Duration| {
         let t = Instant::now();
-        let out = apply_and_commit(&correlator, &store, chunk).expect("commit");
+        let mut c = correlator.lock().expect("lock");
+        let out = apply_chunk(&mut c, chunk);
+        let applied = Instant::now();
+        store.commit(&mut c).expect("commit");
+        drop(c);
+        committing += applied.elapsed();
         *correlate += t.elapsed();
         commits += 1;
         drop(out);
@@ -174,9 +211,11 @@ fn main() {
             );
         }
         _ => println!(
-            "throughput: {produced} events, {} open at the end, {concurrent} concurrent: {:.0} events/s through correlate incl. commits ({commits} commits, {secs:.2}s; building the events took {:.2}s, excluded); {log}",
+            "throughput: {produced} events, {} open at the end, {concurrent} concurrent: {:.0} events/s through correlate incl. commits ({commits} commits, {secs:.2}s = {:.2}s applying + {:.2}s committing; building the events took {:.2}s, excluded); {log}",
             c.table.open_count(),
             produced as f64 / secs,
+            secs - committing.as_secs_f64(),
+            committing.as_secs_f64(),
             build.as_secs_f64()
         ),
     }

@@ -7,12 +7,13 @@
 //! later duplicate end, a start that arrives after its end, an admin correction), a new result
 //! is emitted with `unmapped.correction = true`: for each session, the last result wins.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sessiontrail_core::condition::Condition;
-use sessiontrail_core::json::{get_path, set_path};
+use sessiontrail_core::json::set_path;
 use sessiontrail_core::metrics::MetricsRegistry;
 use sessiontrail_core::{DeadLetter, Event, Object, Value};
 
@@ -30,28 +31,32 @@ const ACTIVITY_LOGON_OR_OPEN: u64 = 1;
 const ACTIVITY_LOGOFF_OR_CLOSE: u64 = 2;
 const STATUS_FAILURE: u64 = 2;
 
-/// Where the session owner and the resource are found, first present wins.
-const USER_FIELDS: &[&str] = &[
-    "user.name",
-    "actor.user.name",
-    "user.email_addr",
-    "actor.user.email_addr",
-    "user.uid",
-    "actor.user.uid",
+/// Where the session owner and the resource are found, first present wins. Paths are given
+/// already split: these are read for every session event.
+const USER_FIELDS: &[&[&str]] = &[
+    &["user", "name"],
+    &["actor", "user", "name"],
+    &["user", "email_addr"],
+    &["actor", "user", "email_addr"],
+    &["user", "uid"],
+    &["actor", "user", "uid"],
 ];
 /// `dst_endpoint.uid` first: the Windows agent's `resource_id` is the resource's identity,
 /// its host name only a label.
-const RESOURCE_FIELDS: &[&str] = &[
-    "dst_endpoint.uid",
-    "dst_endpoint.instance_uid",
-    "dst_endpoint.hostname",
-    "device.hostname",
+const RESOURCE_FIELDS: &[&[&str]] = &[
+    &["dst_endpoint", "uid"],
+    &["dst_endpoint", "instance_uid"],
+    &["dst_endpoint", "hostname"],
+    &["device", "hostname"],
 ];
 /// The default session id field, and where the `ocsf` transform puts the id for classes
 /// without a `session` attribute (API Activity for SSM, Network Activity for Parsec).
 pub const SESSION_ID_FIELD: &str = "session.uid";
 pub const ACTOR_SESSION_ID_FIELD: &str = "actor.session.uid";
 const PRODUCT_FIELD: &str = "metadata.product.name";
+const PRODUCT_PATH: &[&str] = &["metadata", "product", "name"];
+const END_REASON_PATH: &[&str] = &["unmapped", "end_reason"];
+const REPORTED_DURATION_PATH: &[&str] = &["unmapped", "reported_duration_s"];
 
 /// What an event means to correlate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,22 +77,29 @@ pub fn classify(
     starts_when: Option<&Condition>,
     ends_when: Option<&Condition>,
 ) -> EventKind {
-    // Direct map lookups on this per-event path: `get_path` splits its path on every call.
-    if fields
+    classify_top(&TopLevel::new(fields), starts_when, ends_when)
+}
+
+fn classify_top(
+    event: &TopLevel,
+    starts_when: Option<&Condition>,
+    ends_when: Option<&Condition>,
+) -> EventKind {
+    if event
         .get("unmapped")
         .and_then(|u| u.get("session_correction"))
         .is_some_and(Value::is_object)
     {
         return EventKind::Correction;
     }
-    if starts_when.is_some_and(|c| c.matches(fields)) {
+    if starts_when.is_some_and(|c| c.matches(event.fields)) {
         return EventKind::Start;
     }
-    if ends_when.is_some_and(|c| c.matches(fields)) {
+    if ends_when.is_some_and(|c| c.matches(event.fields)) {
         return EventKind::End;
     }
-    let class = fields.get("class_uid").and_then(Value::as_u64);
-    let activity = fields.get("activity_id").and_then(Value::as_u64);
+    let class = event.get("class_uid").and_then(Value::as_u64);
+    let activity = event.get("activity_id").and_then(Value::as_u64);
     let kind = match (class, activity) {
         (Some(CLASS_AUTHENTICATION | CLASS_NETWORK_ACTIVITY), Some(ACTIVITY_LOGON_OR_OPEN)) => {
             EventKind::Start
@@ -95,14 +107,12 @@ pub fn classify(
         (Some(CLASS_AUTHENTICATION | CLASS_NETWORK_ACTIVITY), Some(ACTIVITY_LOGOFF_OR_CLOSE)) => {
             EventKind::End
         }
-        (Some(CLASS_API_ACTIVITY), _) => {
-            match get_path(fields, "api.operation").and_then(Value::as_str) {
-                Some("StartSession") => EventKind::Start,
-                Some("ResumeSession") => EventKind::Resume,
-                Some("TerminateSession") => EventKind::End,
-                _ => EventKind::Other,
-            }
-        }
+        (Some(CLASS_API_ACTIVITY), _) => match event.lookup_str(&["api", "operation"]) {
+            Some("StartSession") => EventKind::Start,
+            Some("ResumeSession") => EventKind::Resume,
+            Some("TerminateSession") => EventKind::End,
+            _ => EventKind::Other,
+        },
         _ => EventKind::Other,
     };
     // An override replaces the default for its side.
@@ -115,7 +125,11 @@ pub fn classify(
 
 /// OCSF `time` (epoch ms, integer or float).
 pub fn event_time(fields: &Object) -> Option<i64> {
-    match fields.get("time")? {
+    epoch_ms(fields.get("time")?)
+}
+
+fn epoch_ms(time: &Value) -> Option<i64> {
+    match time {
         Value::Number(n) => n
             .as_i64()
             .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
@@ -123,31 +137,116 @@ pub fn event_time(fields: &Object) -> Option<i64> {
     }
 }
 
-fn get_str<'a>(fields: &'a Object, path: &str) -> Option<&'a str> {
-    match get_path(fields, path)? {
-        Value::String(s) if !s.is_empty() => Some(s),
-        _ => None,
+/// How many top-level fields [`top_level_slot`] knows.
+const TOP_LEVEL_FIELDS: usize = 12;
+
+/// The top-level fields the rules read, numbered. A lookup in the event's map compares the
+/// wanted name with the keys in turn, and a session event needs about a dozen lookups: they are
+/// all answered from one pass over its keys instead ([`TopLevel`]). A `match`, so that the
+/// pass compares lengths before bytes and a lookup by a constant name costs nothing.
+#[inline]
+fn top_level_slot(key: &str) -> Option<usize> {
+    Some(match key {
+        "activity_id" => 0,
+        "actor" => 1,
+        "api" => 2,
+        "class_uid" => 3,
+        "device" => 4,
+        "dst_endpoint" => 5,
+        "metadata" => 6,
+        "session" => 7,
+        "status_id" => 8,
+        "time" => 9,
+        "unmapped" => 10,
+        "user" => 11,
+        _ => return None,
+    })
+}
+
+/// An event's fields, with the top-level ones the rules read found ([`top_level_slot`]).
+struct TopLevel<'a> {
+    fields: &'a Object,
+    values: [Option<&'a Value>; TOP_LEVEL_FIELDS],
+}
+
+impl<'a> TopLevel<'a> {
+    fn new(fields: &'a Object) -> Self {
+        let mut values = [None; TOP_LEVEL_FIELDS];
+        for (key, value) in fields {
+            if let Some(slot) = top_level_slot(key) {
+                values[slot] = Some(value);
+            }
+        }
+        TopLevel { fields, values }
+    }
+
+    #[inline]
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        match top_level_slot(key) {
+            Some(slot) => self.values[slot],
+            None => self.fields.get(key),
+        }
+    }
+
+    /// [`sessiontrail_core::json::get_path`] with the path already split into keys (numeric
+    /// keys index arrays, as there): paths are not split again for every event.
+    fn lookup<K: AsRef<str>>(&self, path: &[K]) -> Option<&'a Value> {
+        let (first, rest) = path.split_first()?;
+        let mut cur = self.get(first.as_ref())?;
+        for key in rest {
+            cur = match cur {
+                Value::Object(m) => m.get(key.as_ref())?,
+                Value::Array(a) => a.get(key.as_ref().parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(cur)
+    }
+
+    /// A non-empty string at `path`.
+    fn lookup_str<K: AsRef<str>>(&self, path: &[K]) -> Option<&'a str> {
+        match self.lookup(path)? {
+            Value::String(s) if !s.is_empty() => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The first non-empty string of `paths`.
+    fn first_str(&self, paths: &[&[&str]]) -> Option<&'a str> {
+        paths.iter().find_map(|p| self.lookup_str(p))
     }
 }
 
-fn first_str<'a>(fields: &'a Object, paths: &[&str]) -> Option<&'a str> {
-    paths.iter().find_map(|p| get_str(fields, p))
-}
+/// A configured field path (`a.b.c`), split once when the correlator is built.
+#[derive(Debug, Clone)]
+struct FieldPath(Box<[Box<str>]>);
 
-/// A key field as text: strings as they are, numbers in decimal (Parsec ids are numbers).
-fn key_value(fields: &Object, path: &str) -> Option<String> {
-    match get_path(fields, path)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+impl FieldPath {
+    fn new(path: &str) -> Self {
+        FieldPath(path.split('.').map(Box::from).collect())
+    }
+
+    /// The key field's text: strings as they are, numbers in decimal (Parsec ids are
+    /// numbers). Borrowed when it is a string, so reading a key copies nothing.
+    fn key_text<'a>(&self, event: &TopLevel<'a>) -> Option<Cow<'a, str>> {
+        match event.lookup(&self.0)? {
+            Value::String(s) if !s.is_empty() => Some(Cow::Borrowed(s)),
+            Value::Number(n) => Some(Cow::Owned(n.to_string())),
+            _ => None,
+        }
     }
 }
 
 /// FNV-1a 64: a stable hash (it is persisted) of an event id, for dedupe. 0 means "no id".
 pub fn event_id_hash(fields: &Object) -> u64 {
-    // The same text as `key_value`, without copying a string id (every event has one).
+    event_id_hash_of(fields.get("metadata"))
+}
+
+/// [`event_id_hash`] from the event's `metadata`.
+fn event_id_hash_of(metadata: Option<&Value>) -> u64 {
+    // The same text as `FieldPath::key_text`, without copying a string id (every event has one).
     let number;
-    let id: &str = match fields.get("metadata").and_then(|m| m.get("uid")) {
+    let id: &str = match metadata.and_then(|m| m.get("uid")) {
         Some(Value::String(s)) if !s.is_empty() => s,
         Some(Value::Number(n)) => {
             number = n.to_string();
@@ -263,10 +362,12 @@ impl CorrelateMetrics {
         }
     }
 
-    fn open_gauge(&mut self, product: Sym, strings: &super::table::Interner) -> Arc<AtomicI64> {
+    /// The open-sessions gauge of a product (registered on first use). Borrowed, not
+    /// cloned: this runs for every start and end.
+    fn open_gauge(&mut self, product: Sym, strings: &super::table::Interner) -> &AtomicI64 {
         let registry = &self.registry;
         let component = &self.component;
-        Arc::clone(self.open_by_product.entry(product).or_insert_with(|| {
+        self.open_by_product.entry(product).or_insert_with(|| {
             registry.gauge(
                 "sessiontrail_sessions_open",
                 "Open sessions by product.",
@@ -275,7 +376,7 @@ impl CorrelateMetrics {
                     ("product", strings.get(product).unwrap_or("")),
                 ],
             )
-        }))
+        })
     }
 
     fn observe_duration(&self, ms: i64) {
@@ -311,6 +412,13 @@ pub struct ChunkOutput {
 pub struct Correlator {
     pub table: SessionTable,
     settings: Settings,
+    /// `key_fields[0]`, split once.
+    session_id_path: FieldPath,
+    /// `actor.session.uid` when the session id field is the default `session.uid`: where the
+    /// `ocsf` transform puts the id for classes without a `session` attribute.
+    actor_session_id_path: Option<FieldPath>,
+    /// The key fields after the session id (at most [`MAX_EXTRA_KEY_FIELDS`]), split once.
+    extra_key_paths: Vec<FieldPath>,
     name: Arc<str>,
     /// Newest event time seen on a start or end (epoch ms): the clock of expiry and forgetting.
     pub watermark: i64,
@@ -319,11 +427,54 @@ pub struct Correlator {
     metrics: CorrelateMetrics,
 }
 
+/// A session event's key, read before the event is handled: the session id and how the
+/// other key fields compare with stored records.
+struct SessionKey {
+    uid: SessionUid,
+    /// Of `uid`, by the table's hasher: computed once, used by the lookup and the insert.
+    hash: u64,
+    parts: [KeyPart; MAX_EXTRA_KEY_FIELDS],
+}
+
+/// What happens to a session event once the rules have run: decided while the event is only
+/// read, done after.
+enum Outcome {
+    Forward,
+    /// Forward it, then this event (a late start's corrected result).
+    ForwardThen(Event),
+    /// Forward it with the session result of `slot` written on it.
+    Annotate {
+        slot: u32,
+        correlation: &'static str,
+        correction: bool,
+    },
+    /// A duplicate: resolved as handled.
+    Absorb,
+    DeadLetter {
+        reason: &'static str,
+        message: String,
+    },
+}
+
 impl Correlator {
     pub fn new(settings: Settings, name: Arc<str>, metrics: CorrelateMetrics) -> Self {
+        let id_field = settings.key_fields.first().map_or(SESSION_ID_FIELD, |f| f);
+        let session_id_path = FieldPath::new(id_field);
+        let actor_session_id_path =
+            (id_field == SESSION_ID_FIELD).then(|| FieldPath::new(ACTOR_SESSION_ID_FIELD));
+        let extra_key_paths = settings
+            .key_fields
+            .iter()
+            .skip(1)
+            .take(MAX_EXTRA_KEY_FIELDS)
+            .map(|f| FieldPath::new(f))
+            .collect();
         Correlator {
             table: SessionTable::new(),
             settings,
+            session_id_path,
+            actor_session_id_path,
+            extra_key_paths,
             name,
             watermark: NO_TIME,
             end_only_bodies: HashMap::new(),
@@ -338,10 +489,7 @@ impl Correlator {
         let forget_at = self.forget_at(&rec);
         let slot = self.table.insert(rec, false);
         if open {
-            let strings = &self.table.strings;
-            self.metrics
-                .open_gauge(product, strings)
-                .fetch_add(1, Ordering::Relaxed);
+            self.gauge_add(product, 1);
         } else {
             self.table.schedule_forget(slot, forget_at);
         }
@@ -359,8 +507,12 @@ impl Correlator {
     }
 
     pub fn process(&mut self, event: Event, out: &mut ChunkOutput) {
-        let kind = classify(
-            event.fields(),
+        // Everything the rules need is read through one borrow of the fields; the event is
+        // changed (if at all) once the outcome is known.
+        let fields = event.fields();
+        let top = TopLevel::new(fields);
+        let kind = classify_top(
+            &top,
             self.settings.starts_when.as_ref(),
             self.settings.ends_when.as_ref(),
         );
@@ -368,77 +520,99 @@ impl Correlator {
             out.forward.push(event);
             return;
         }
-        let time = match event_time(event.fields()) {
-            Some(t) => t,
-            None => {
-                let reason = if event.fields().contains_key("time") {
-                    "wrong_type"
-                } else {
-                    "missing_field"
-                };
-                self.dead_letter(
-                    reason,
-                    "a session event needs `time` as epoch milliseconds".into(),
-                    event,
-                    out,
-                );
-                return;
-            }
+        let Some(time) = top.get("time").and_then(epoch_ms) else {
+            let reason = if fields.contains_key("time") {
+                "wrong_type"
+            } else {
+                "missing_field"
+            };
+            self.dead_letter(
+                reason,
+                "a session event needs `time` as epoch milliseconds".into(),
+                event,
+                out,
+            );
+            return;
         };
         if kind == EventKind::Start
-            && event.fields().get("status_id").and_then(Value::as_u64) == Some(STATUS_FAILURE)
+            && top.get("status_id").and_then(Value::as_u64) == Some(STATUS_FAILURE)
         {
             let mut event = event;
-            set_path(
-                event.fields_mut(),
-                "unmapped.correlation",
-                "failed_start".into(),
-            );
-            set_path(
-                event.fields_mut(),
-                "unmapped.session_status",
-                "failed".into(),
-            );
+            let fields = event.fields_mut();
+            set_path(fields, "unmapped.correlation", "failed_start".into());
+            set_path(fields, "unmapped.session_status", "failed".into());
             out.forward.push(event);
             return;
         }
-        let id_field = &self.settings.key_fields[0];
-        let uid = key_value(event.fields(), id_field).or_else(|| {
-            (id_field == SESSION_ID_FIELD)
-                .then(|| key_value(event.fields(), ACTOR_SESSION_ID_FIELD))
-                .flatten()
-        });
-        let Some(uid) = uid else {
-            let msg = format!("a session event needs the session key field `{id_field}`");
+        let Some(key) = self.session_key(&top) else {
+            let msg = format!(
+                "a session event needs the session key field `{}`",
+                self.settings.key_fields[0]
+            );
             self.dead_letter("missing_field", msg, event, out);
             return;
         };
-        // Fixed arrays, not Vecs: two allocations fewer per event (`settings()` caps the
-        // number of key fields at 1 + MAX_EXTRA_KEY_FIELDS).
-        let n = (self.settings.key_fields.len().saturating_sub(1)).min(MAX_EXTRA_KEY_FIELDS);
-        let mut extra_values: [Option<String>; MAX_EXTRA_KEY_FIELDS] = Default::default();
-        let mut parts = [KeyPart::Missing; MAX_EXTRA_KEY_FIELDS];
-        for (i, f) in self.settings.key_fields[1..=n].iter().enumerate() {
-            extra_values[i] = key_value(event.fields(), f);
-            parts[i] = self.table.key_part(extra_values[i].as_deref());
-        }
-        let (extra_values, parts) = (&extra_values[..n], &parts[..n]);
-        let slot = self.table.find(&uid, parts);
-        match kind {
-            EventKind::Correction => {
-                self.on_correction(event, time, slot, &uid, out);
-                return;
-            }
-            EventKind::Start | EventKind::Resume => {
-                self.on_start(event, time, slot, &uid, extra_values, kind, out)
-            }
-            EventKind::End => self.on_end(event, time, slot, &uid, extra_values, out),
+        let slot =
+            self.table
+                .find_key(&key.uid, key.hash, &key.parts[..self.extra_key_paths.len()]);
+        let outcome = match kind {
+            EventKind::Correction => self.on_correction(&top, time, slot, &key.uid),
+            EventKind::Start | EventKind::Resume => self.on_start(&top, time, slot, key, kind, out),
+            EventKind::End => self.on_end(&top, time, slot, key),
             EventKind::Other => unreachable!("handled above"),
+        };
+        self.dispose(event, outcome, out);
+        if kind == EventKind::Correction {
+            // The watermark follows starts and ends only; corrections do not sweep.
+            return;
         }
         if time > self.watermark {
             self.watermark = time;
         }
         self.sweep(out);
+    }
+
+    /// Does what the rules decided with the input event.
+    fn dispose(&mut self, mut event: Event, outcome: Outcome, out: &mut ChunkOutput) {
+        match outcome {
+            Outcome::Forward => out.forward.push(event),
+            Outcome::ForwardThen(next) => {
+                out.forward.push(event);
+                out.forward.push(next);
+            }
+            Outcome::Annotate {
+                slot,
+                correlation,
+                correction,
+            } => {
+                self.annotate(event.fields_mut(), slot, correlation, correction);
+                out.forward.push(event);
+            }
+            Outcome::Absorb => out.absorbed.push(event),
+            Outcome::DeadLetter { reason, message } => {
+                self.dead_letter(reason, message, event, out)
+            }
+        }
+    }
+
+    /// The event's session key; `None` without a session id. Reads without copying: only a
+    /// session id that is not a canonical UUID is copied (it becomes the record's id).
+    fn session_key(&self, event: &TopLevel) -> Option<SessionKey> {
+        let id = self.session_id_path.key_text(event).or_else(|| {
+            self.actor_session_id_path
+                .as_ref()
+                .and_then(|p| p.key_text(event))
+        })?;
+        let uid = SessionUid::new(&id);
+        let mut parts = [KeyPart::Missing; MAX_EXTRA_KEY_FIELDS];
+        for (part, path) in parts.iter_mut().zip(&self.extra_key_paths) {
+            *part = self.table.key_part(path.key_text(event).as_deref());
+        }
+        Some(SessionKey {
+            hash: self.table.hash_uid(&uid),
+            uid,
+            parts,
+        })
     }
 
     fn dead_letter(&self, reason: &str, message: String, event: Event, out: &mut ChunkOutput) {
@@ -450,64 +624,66 @@ impl Correlator {
     /// dropped. When the record comes unchanged from the store, the repeat may be the source
     /// replaying an event whose output was lost in a crash after the commit: forward it again
     /// (at-least-once allows a duplicate, never a loss).
-    fn repeat(&mut self, mut event: Event, slot: u32, is_end: bool, out: &mut ChunkOutput) {
+    fn repeat(&mut self, slot: u32, is_end: bool) -> Outcome {
         if self.table.get(slot).flags & FLAG_LOADED != 0 {
             if is_end {
                 let status = self.table.get(slot).status;
-                let correlation = correlation_for(status);
-                self.annotate(event.fields_mut(), slot, correlation, false);
+                return Outcome::Annotate {
+                    slot,
+                    correlation: correlation_for(status),
+                    correction: false,
+                };
             }
-            out.forward.push(event);
-            return;
+            return Outcome::Forward;
         }
         inc(&self.metrics.duplicate_events);
-        out.absorbed.push(event);
+        Outcome::Absorb
     }
 
-    fn new_record(
-        &mut self,
-        uid: &str,
-        extra: &[Option<String>],
-        fields: &Object,
-    ) -> SessionRecord {
-        let mut rec = SessionRecord::new(SessionUid::new(uid));
-        for (i, v) in extra.iter().take(MAX_EXTRA_KEY_FIELDS).enumerate() {
-            rec.extra[i] = self.table.strings.intern_opt(v.as_deref());
+    /// A new record for the session `key`, with the owner, resource and product of `event`.
+    fn new_record(&mut self, key: SessionKey, event: &TopLevel) -> SessionRecord {
+        let mut rec = SessionRecord::new(key.uid);
+        for ((sym, part), path) in rec
+            .extra
+            .iter_mut()
+            .zip(key.parts)
+            .zip(&self.extra_key_paths)
+        {
+            *sym = match part {
+                KeyPart::Known(s) => s,
+                KeyPart::Missing => NO_SYM,
+                // Looked up but never interned: the value is read again to be stored.
+                KeyPart::Unknown => self
+                    .table
+                    .strings
+                    .intern_opt(path.key_text(event).as_deref()),
+            };
         }
-        rec.product = self
-            .table
-            .strings
-            .intern_opt(get_str(fields, PRODUCT_FIELD));
-        rec.user = self
-            .table
-            .strings
-            .intern_opt(first_str(fields, USER_FIELDS));
-        rec.resource = self
-            .table
-            .strings
-            .intern_opt(first_str(fields, RESOURCE_FIELDS));
+        let strings = &mut self.table.strings;
+        rec.product = strings.intern_opt(event.lookup_str(PRODUCT_PATH));
+        rec.user = strings.intern_opt(event.first_str(USER_FIELDS));
+        rec.resource = strings.intern_opt(event.first_str(RESOURCE_FIELDS));
         rec
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_start(
         &mut self,
-        event: Event,
+        event: &TopLevel,
         time: i64,
         slot: Option<u32>,
-        uid: &str,
-        extra: &[Option<String>],
+        key: SessionKey,
         kind: EventKind,
         out: &mut ChunkOutput,
-    ) {
-        let event_id = event_id_hash(event.fields());
+    ) -> Outcome {
+        let event_id = event_id_hash_of(event.get("metadata"));
         let Some(slot) = slot else {
             if self.table.open_count() >= self.settings.max_open_sessions {
                 if let Some(oldest) = self.table.pop_open_started_before(i64::MAX) {
                     self.expire(oldest, "max_open_sessions", out);
                 }
             }
-            let mut rec = self.new_record(uid, extra, event.fields());
+            let hash = key.hash;
+            let mut rec = self.new_record(key, event);
             rec.start_ms = time;
             rec.start_event = event_id;
             rec.status = Status::Open;
@@ -515,31 +691,27 @@ impl Correlator {
                 rec.resumed = 1;
             }
             let product = rec.product;
-            self.table.insert(rec, true);
+            self.table.insert_hashed(rec, hash, true);
             self.gauge_add(product, 1);
             inc(&self.metrics.started);
-            out.forward.push(event);
-            return;
+            return Outcome::Forward;
         };
         if kind == EventKind::Resume {
             let rec = self.table.get_mut(slot);
             rec.resumed = rec.resumed.saturating_add(1);
-            out.forward.push(event);
-            return;
+            return Outcome::Forward;
         }
         let (status, start_ms, start_event) = {
             let r = self.table.get(slot);
             (r.status, r.start_ms, r.start_event)
         };
         if event_id != 0 && start_event == event_id {
-            self.repeat(event, slot, false, out);
-            return;
+            return self.repeat(slot, false);
         }
         match status {
             Status::Open => {
                 if time == start_ms {
-                    self.repeat(event, slot, false, out);
-                    return;
+                    return self.repeat(slot, false);
                 }
                 if time < start_ms {
                     // Two starts for one session: the session began at the earlier one.
@@ -548,14 +720,13 @@ impl Correlator {
                     rec.start_event = event_id;
                     self.table.status_changed(slot, true);
                 }
-                out.forward.push(event);
+                Outcome::Forward
             }
             Status::EndOnly if start_ms == NO_TIME => {
                 // The end arrived first: complete the session and correct its result.
-                let user = first_str(event.fields(), USER_FIELDS).map(str::to_string);
-                let resource = first_str(event.fields(), RESOURCE_FIELDS).map(str::to_string);
-                let user = self.table.strings.intern_opt(user.as_deref());
-                let resource = self.table.strings.intern_opt(resource.as_deref());
+                let strings = &mut self.table.strings;
+                let user = strings.intern_opt(event.first_str(USER_FIELDS));
+                let resource = strings.intern_opt(event.first_str(RESOURCE_FIELDS));
                 let rec = self.table.get_mut(slot);
                 rec.start_ms = time;
                 rec.start_event = event_id;
@@ -573,57 +744,60 @@ impl Correlator {
                 if let Some(d) = self.table.get(slot).duration_ms() {
                     self.metrics.observe_duration(d);
                 }
-                out.forward.push(event);
-                if let Some(mut body) = self.end_only_bodies.remove(&slot) {
-                    self.annotate(&mut body, slot, "late_start", true);
-                    out.forward.push(self.synthetic(body));
+                match self.end_only_bodies.remove(&slot) {
+                    Some(mut body) => {
+                        self.annotate(&mut body, slot, "late_start", true);
+                        Outcome::ForwardThen(self.synthetic(body))
+                    }
+                    None => Outcome::Forward,
                 }
             }
-            _ => {
-                // A start for a session already closed: nothing to change, keep the event.
-                out.forward.push(event);
-            }
+            // A start for a session already closed: nothing to change, keep the event.
+            _ => Outcome::Forward,
         }
     }
 
     fn on_end(
         &mut self,
-        mut event: Event,
+        event: &TopLevel,
         time: i64,
         slot: Option<u32>,
-        uid: &str,
-        extra: &[Option<String>],
-        out: &mut ChunkOutput,
-    ) {
-        let event_id = event_id_hash(event.fields());
-        let reason = get_str(event.fields(), "unmapped.end_reason").map(str::to_string);
-        let reason = self.table.strings.intern_opt(reason.as_deref());
-        let reported = get_path(event.fields(), "unmapped.reported_duration_s")
+        key: SessionKey,
+    ) -> Outcome {
+        let event_id = event_id_hash_of(event.get("metadata"));
+        let reason = self
+            .table
+            .strings
+            .intern_opt(event.lookup_str(END_REASON_PATH));
+        let reported = event
+            .lookup(REPORTED_DURATION_PATH)
             .and_then(Value::as_f64)
             .filter(|d| d.is_finite() && *d >= 0.0 && *d < f64::from(NO_REPORTED_DURATION))
             .map(|d| d as u32)
             .unwrap_or(NO_REPORTED_DURATION);
         let Some(slot) = slot else {
-            let mut rec = self.new_record(uid, extra, event.fields());
+            let hash = key.hash;
+            let mut rec = self.new_record(key, event);
             rec.end_ms = time;
             rec.end_event = event_id;
             rec.end_reason = reason;
             rec.reported_duration_s = reported;
             rec.status = Status::EndOnly;
             let forget = self.forget_at(&rec);
-            let slot = self.table.insert(rec, true);
+            let slot = self.table.insert_hashed(rec, hash, true);
             self.table.schedule_forget(slot, forget);
-            self.end_only_bodies.insert(slot, event.fields().clone());
+            self.end_only_bodies.insert(slot, event.fields.clone());
             inc(&self.metrics.end_without_start);
-            self.annotate(event.fields_mut(), slot, "end_without_start", false);
-            out.forward.push(event);
-            return;
+            return Outcome::Annotate {
+                slot,
+                correlation: "end_without_start",
+                correction: false,
+            };
         };
         let rec = self.table.get(slot);
         let status = rec.status;
         if event_id != 0 && rec.end_event == event_id {
-            self.repeat(event, slot, true, out);
-            return;
+            return self.repeat(slot, true);
         }
         let (correlation, correction) = match status {
             Status::Open => ("complete", false),
@@ -634,8 +808,7 @@ impl Correlator {
             _ => {
                 // Not later than the end kept (or the session was closed by an admin).
                 inc(&self.metrics.ends_absorbed);
-                out.absorbed.push(event);
-                return;
+                return Outcome::Absorb;
             }
         };
         let was_open = status == Status::Open;
@@ -659,45 +832,47 @@ impl Correlator {
             self.gauge_add(product, -1);
         }
         if status == Status::EndOnly {
-            self.end_only_bodies.insert(slot, event.fields().clone());
+            self.end_only_bodies.insert(slot, event.fields.clone());
         }
         let forget = self.forget_at(self.table.get(slot));
         self.table.schedule_forget(slot, forget);
-        self.annotate(event.fields_mut(), slot, correlation, correction);
-        out.forward.push(event);
+        Outcome::Annotate {
+            slot,
+            correlation,
+            correction,
+        }
     }
 
     fn on_correction(
         &mut self,
-        mut event: Event,
+        event: &TopLevel,
         time: i64,
         slot: Option<u32>,
-        uid: &str,
-        out: &mut ChunkOutput,
-    ) {
+        uid: &SessionUid,
+    ) -> Outcome {
         let Some(slot) = slot else {
-            let msg = format!(
-                "correction for session {uid}, which is neither open nor closed within the last dedupe_window"
-            );
-            self.dead_letter("unknown_session", msg, event, out);
-            return;
+            return Outcome::DeadLetter {
+                reason: "unknown_session",
+                message: format!(
+                    "correction for session {}, which is neither open nor closed within the last dedupe_window",
+                    uid.as_string()
+                ),
+            };
         };
-        let c = |k: &str| get_path(event.fields(), &format!("unmapped.session_correction.{k}"));
-        let status_after = c("status_after")
+        let c = |k: &str| event.lookup(&["unmapped", "session_correction", k]);
+        if c("status_after")
             .and_then(Value::as_str)
-            .map(str::to_string);
-        if status_after.as_deref().is_some_and(|s| s != "closed") {
-            let msg = "only corrections to status `closed` (close a session or amend a closed one) are supported".to_string();
-            self.dead_letter("unsupported_correction", msg, event, out);
-            return;
+            .is_some_and(|s| s != "closed")
+        {
+            return Outcome::DeadLetter {
+                reason: "unsupported_correction",
+                message: "only corrections to status `closed` (close a session or amend a closed one) are supported".to_string(),
+            };
         }
         let corrected_end = c("corrected_end_time").and_then(Value::as_i64);
-        let corrected_reason = c("corrected_reason")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let updated_by = c("updated_by").and_then(Value::as_str).map(str::to_string);
-        let corrected_reason = self.table.strings.intern_opt(corrected_reason.as_deref());
-        let updated_by = self.table.strings.intern_opt(updated_by.as_deref());
+        let strings = &mut self.table.strings;
+        let corrected_reason = strings.intern_opt(c("corrected_reason").and_then(Value::as_str));
+        let updated_by = strings.intern_opt(c("updated_by").and_then(Value::as_str));
         let status = self.table.get(slot).status;
         let product = self.table.get(slot).product;
         let rec = self.table.get_mut(slot);
@@ -731,13 +906,11 @@ impl Correlator {
         let forget = self.forget_at(self.table.get(slot));
         self.table.schedule_forget(slot, forget);
         inc(&self.metrics.corrections);
-        self.annotate(
-            event.fields_mut(),
+        Outcome::Annotate {
             slot,
             correlation,
-            status != Status::Open,
-        );
-        out.forward.push(event);
+            correction: status != Status::Open,
+        }
     }
 
     /// When a closed record may be forgotten (event time).
@@ -863,35 +1036,31 @@ impl Correlator {
     pub fn annotate(&self, fields: &mut Object, slot: u32, correlation: &str, correction: bool) {
         let rec = self.table.get(slot);
         let strings = &self.table.strings;
-        for k in ["start_time", "end_time", "duration"] {
-            fields.remove(k);
-        }
-        if rec.start_ms != NO_TIME {
-            fields.insert("start_time".into(), rec.start_ms.into());
+        // Each of the three top-level times is set or, if the session has none, removed (an
+        // event may carry its own): one map operation per key.
+        let start = (rec.start_ms != NO_TIME).then_some(rec.start_ms);
+        let end = (rec.status != Status::Expired && rec.end_ms != NO_TIME).then_some(rec.end_ms);
+        set_or_remove(fields, "start_time", start);
+        set_or_remove(fields, "end_time", end);
+        if let Some(start) = start {
             // Only Authentication has a top-level `session`; the other classes carry the
             // session under `actor` and reject a top-level one.
-            let session_path = if fields.get("session").is_some_and(|s| s.is_object()) {
-                Some("session.created_time")
-            } else if get_path(fields, "actor.session").is_some_and(|s| s.is_object()) {
-                Some("actor.session.created_time")
+            let session = if fields.get("session").is_some_and(Value::is_object) {
+                fields.get_mut("session")
             } else {
-                None
+                fields.get_mut("actor").and_then(|a| a.get_mut("session"))
             };
-            if let Some(path) = session_path {
-                set_path(fields, path, rec.start_ms.into());
+            if let Some(Value::Object(session)) = session {
+                session.insert("created_time".into(), start.into());
             }
         }
         if rec.status == Status::Expired {
             set_path(fields, "unmapped.expired_at", rec.end_ms.into());
-        } else if rec.end_ms != NO_TIME {
-            fields.insert("end_time".into(), rec.end_ms.into());
         }
         let duration = (rec.status != Status::Expired)
             .then(|| rec.duration_ms())
             .flatten();
-        if let Some(d) = duration {
-            fields.insert("duration".into(), d.into());
-        }
+        set_or_remove(fields, "duration", duration);
         // `unmapped` once, then plain inserts (as `set_path("unmapped.x")` would: a
         // non-object `unmapped` is replaced), instead of a path walk per field.
         if !fields.get("unmapped").is_some_and(Value::is_object) {
@@ -925,6 +1094,18 @@ impl Correlator {
                     unmapped.insert("duration_disagreement".into(), true.into());
                 }
             }
+        }
+    }
+}
+
+/// Sets a top-level number, or removes the key when there is no value.
+fn set_or_remove(fields: &mut Object, key: &str, value: Option<i64>) {
+    match value {
+        Some(v) => {
+            fields.insert(key.into(), v.into());
+        }
+        None => {
+            fields.remove(key);
         }
     }
 }

@@ -11,10 +11,18 @@
 //! A session key is the session id, then each extra key field's value (empty if absent), each
 //! preceded by `\0` ([`SessionTable::storage_key`]).
 //!
-//! A segment is byte [`SEGMENT_FORMAT`], then entries, each:
-//! - `R`, key length (u32 LE), key, value length (u32 LE), value: the session's version as of
-//!   this segment, in the binary record layout below;
+//! A segment is byte [`SEGMENT_FORMAT`] (2; segments of format 1, written by earlier
+//! releases, are still read), then entries, each:
+//! - `C`, value length (u32 LE), value: the session's version as of this segment, in the binary
+//!   record layout below. Its key is not stored: it is the record's session id and key fields,
+//!   already in the value (storing both made a third of each entry);
+//! - `R`, key length (u32 LE), key, value length (u32 LE), value: the same with the key stored
+//!   (format 1; the cleaner copies entries unchanged, so format-2 segments may hold them too);
 //! - `T`, key length (u32 LE), key: the session was removed (tombstone).
+//!
+//! A commit appends one segment, or several in the same transaction when its entries exceed
+//! [`SEGMENT_BYTES`]: redb stores a value in a power-of-two number of pages and writes all of
+//! them, so one segment just over 2 MiB was a 4 MiB write.
 //!
 //! Record layout (integers little-endian; `str?` = LEB128 varint of length + 1, 0 for absent,
 //! then the UTF-8 bytes; times are epoch ms with `i64::MIN` for absent):
@@ -39,7 +47,7 @@
 //!
 //! Why a log: rewriting one key per changed session made every commit a transaction of tens of
 //! thousands of random-key B-tree updates (slow, and the dirty pages dominated memory). Now a
-//! commit appends one value. The price is garbage (superseded versions), reclaimed by an
+//! commit appends a few large values. The price is garbage (superseded versions), reclaimed by an
 //! incremental cleaner (see [`SessionStore::commit`]): the oldest segment's still-latest entries
 //! are copied into the new segment, and the oldest segment deleted, in the same transaction.
 //!
@@ -48,6 +56,7 @@
 //! tokens travel on to the sinks) or resolved, so a source never checkpoints past an event
 //! whose effect on the state could still be lost.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -58,8 +67,8 @@ use sessiontrail_core::Object;
 
 use super::correlator::Correlator;
 use super::table::{
-    SessionRecord, SessionTable, SessionUid, Status, FLAG_LOADED, MAX_EXTRA_KEY_FIELDS, NO_SEG,
-    NO_SYM, NO_TIME, SEG_LEGACY,
+    write_uuid_text, SessionRecord, SessionTable, SessionUid, Status, FLAG_LOADED,
+    MAX_EXTRA_KEY_FIELDS, NO_SEG, NO_SYM, NO_TIME, SEG_LEGACY,
 };
 
 /// Prefix of the pre-log per-session keys (read and migrated, never written).
@@ -67,9 +76,17 @@ const SESSION_PREFIX: u8 = b's';
 const LOG_PREFIX: u8 = b'l';
 const WATERMARK_KEY: &[u8] = b"w";
 /// First byte of every segment value: lets a future layout be told apart.
-pub const SEGMENT_FORMAT: u8 = 1;
+pub const SEGMENT_FORMAT: u8 = 2;
+/// The format before compact entries (read, never written).
+const SEGMENT_FORMAT_KEYED: u8 = 1;
+const ENTRY_COMPACT: u8 = b'C';
 const ENTRY_RECORD: u8 = b'R';
 const ENTRY_TOMBSTONE: u8 = b'T';
+
+/// A commit starts a new segment rather than grow one past this many bytes: 1 MiB less room
+/// for redb's page header and key, so that a full segment takes exactly 256 pages (redb
+/// rounds a value's pages up to a power of two and writes them all).
+pub const SEGMENT_BYTES: usize = (1 << 20) - (4 << 10);
 
 /// Above this many segments the oldest is cleaned even if the log holds little garbage. This
 /// bounds the span of live segment numbers (a record keeps only their low 32 bits) and the
@@ -195,11 +212,27 @@ fn seg_id(seq: u64) -> u32 {
 
 /// One entry of a segment, borrowed from the segment's bytes.
 struct Entry<'a> {
-    key: &'a [u8],
+    /// The stored key (`None`: a compact entry, whose key is derived from its value).
+    stored_key: Option<&'a [u8]>,
     /// `None`: tombstone.
     value: Option<&'a [u8]>,
     /// The whole encoded entry (the cleaner copies it unchanged).
     raw: &'a [u8],
+}
+
+impl<'a> Entry<'a> {
+    /// The session's storage key (`None`: a compact entry whose value is damaged).
+    fn key(&self) -> Option<Cow<'a, [u8]>> {
+        match (self.stored_key, self.value) {
+            (Some(key), _) => Some(Cow::Borrowed(key)),
+            (None, Some(value)) => {
+                let mut key = Vec::with_capacity(64);
+                key_of_value(value, &mut key)?;
+                Some(Cow::Owned(key))
+            }
+            (None, None) => None,
+        }
+    }
 }
 
 fn read_u32(b: &[u8], at: usize) -> Option<usize> {
@@ -207,27 +240,31 @@ fn read_u32(b: &[u8], at: usize) -> Option<usize> {
     Some(u32::from_le_bytes(bytes) as usize)
 }
 
+/// `len` bytes at `at`, and the position after them.
+fn slice_at(b: &[u8], at: usize, len: usize) -> Option<(&[u8], usize)> {
+    let end = at.checked_add(len)?;
+    Some((b.get(at..end)?, end))
+}
+
 /// The entry at `pos` and the position after it; `None` if the bytes there are not an entry
 /// (a damaged segment: the rest of it is unreadable).
 fn entry_at(seg: &[u8], pos: usize) -> Option<(Entry<'_>, usize)> {
     let tag = *seg.get(pos)?;
-    let klen = read_u32(seg, pos + 1)?;
-    let kstart = pos + 5;
-    let key = seg.get(kstart..kstart.checked_add(klen)?)?;
-    let mut end = kstart + klen;
-    let value = match tag {
-        ENTRY_TOMBSTONE => None,
+    let len = read_u32(seg, pos + 1)?;
+    let (first, after_first) = slice_at(seg, pos + 5, len)?;
+    let (stored_key, value, end) = match tag {
+        ENTRY_COMPACT => (None, Some(first), after_first),
+        ENTRY_TOMBSTONE => (Some(first), None, after_first),
         ENTRY_RECORD => {
-            let vlen = read_u32(seg, end)?;
-            let vstart = end + 4;
-            end = vstart.checked_add(vlen)?;
-            Some(seg.get(vstart..end)?)
+            let vlen = read_u32(seg, after_first)?;
+            let (value, end) = slice_at(seg, after_first + 4, vlen)?;
+            (Some(first), Some(value), end)
         }
         _ => return None,
     };
     Some((
         Entry {
-            key,
+            stored_key,
             value,
             raw: &seg[pos..end],
         },
@@ -403,6 +440,29 @@ fn read_record_value(
     Some((rec, body))
 }
 
+/// The storage key of a record value, appended to `out`: the bytes
+/// [`SessionTable::write_storage_key`] writes for the record the value decodes to (compact
+/// entries do not store their key). `None`: damaged.
+fn key_of_value(value: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let mut r = Reader(value);
+    match r.u8()? {
+        0 => write_uuid_text(&r.fixed::<16>()?, out),
+        1 => out.extend_from_slice(r.opt_bytes()??),
+        _ => return None,
+    }
+    let stored = usize::from(r.u8()?);
+    // As `read_record_value`: fields beyond what this build supports are dropped, missing
+    // ones are absent.
+    for i in 0..stored.max(MAX_EXTRA_KEY_FIELDS) {
+        let v = if i < stored { r.opt_bytes()? } else { None };
+        if i < MAX_EXTRA_KEY_FIELDS {
+            out.push(0);
+            out.extend_from_slice(v.unwrap_or_default());
+        }
+    }
+    Some(())
+}
+
 fn put_tombstone(seg: &mut Vec<u8>, key: &[u8]) {
     seg.push(ENTRY_TOMBSTONE);
     seg.extend_from_slice(&(key.len() as u32).to_le_bytes());
@@ -423,14 +483,10 @@ fn put_sized(
     Ok(())
 }
 
-/// Appends a record entry for `slot`, key and value encoded in place (no intermediate
-/// buffers: this runs for every changed session of every commit).
+/// Appends a compact record entry for `slot`, encoded in place (no intermediate buffers: this
+/// runs for every changed session of every commit).
 fn put_record(seg: &mut Vec<u8>, c: &Correlator, slot: u32) -> Result<(), String> {
-    seg.push(ENTRY_RECORD);
-    put_sized(seg, |seg| {
-        c.table.write_storage_key(slot, seg);
-        Ok(())
-    })?;
+    seg.push(ENTRY_COMPACT);
     put_sized(seg, |seg| {
         put_record_value(seg, &c.table, c.table.get(slot), c.end_only_body(slot))
     })
@@ -471,6 +527,7 @@ pub struct LogLimits {
     pub max_segments: usize,
     pub slack_bytes: u64,
     pub max_cleaned_per_commit: usize,
+    pub segment_bytes: usize,
 }
 
 impl Default for LogLimits {
@@ -479,6 +536,7 @@ impl Default for LogLimits {
             max_segments: MAX_SEGMENTS,
             slack_bytes: CLEAN_SLACK_BYTES,
             max_cleaned_per_commit: MAX_CLEANED_PER_COMMIT,
+            segment_bytes: SEGMENT_BYTES,
         }
     }
 }
@@ -534,6 +592,92 @@ impl LogState {
         let total: u64 = self.segments.values().map(|s| s.bytes).sum();
         let live: u64 = self.segments.values().map(SegInfo::live_bytes).sum();
         total > MAX_LOG_TO_LIVE * live + self.limits.slack_bytes
+    }
+}
+
+/// A segment being written by a commit.
+struct NewSegment {
+    seq: u64,
+    bytes: Vec<u8>,
+    info: SegInfo,
+}
+
+/// The segments one commit appends: entries go into the last one, and a new one is started
+/// when an entry would take it past [`LogLimits::segment_bytes`].
+struct NewSegments {
+    limit: usize,
+    /// Bytes still expected after the current segment (sizes the next buffer).
+    expected: usize,
+    full: Vec<NewSegment>,
+    current: NewSegment,
+}
+
+impl NewSegments {
+    fn start(log: &mut LogState, expected: usize) -> Self {
+        let limit = log.limits.segment_bytes;
+        let mut segments = NewSegments {
+            limit,
+            expected,
+            full: Vec::new(),
+            current: NewSegment {
+                seq: 0,
+                bytes: Vec::new(),
+                info: SegInfo::default(),
+            },
+        };
+        segments.current = segments.next_segment(log);
+        segments
+    }
+
+    fn next_segment(&mut self, log: &mut LogState) -> NewSegment {
+        // A little over the limit: the entry that crosses it is written before it moves.
+        let capacity = self.expected.min(self.limit + (64 << 10));
+        self.expected = self.expected.saturating_sub(self.limit);
+        let mut bytes = Vec::with_capacity(capacity);
+        bytes.push(SEGMENT_FORMAT);
+        NewSegment {
+            seq: log.take_seq(),
+            bytes,
+            info: SegInfo::default(),
+        }
+    }
+
+    /// Appends one entry (`write` encodes it at the end of the buffer); returns the id of the
+    /// segment that holds it.
+    fn append(
+        &mut self,
+        log: &mut LogState,
+        is_record: bool,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
+    ) -> Result<u32, String> {
+        let start = self.current.bytes.len();
+        write(&mut self.current.bytes)?;
+        // The entry that crosses the limit opens the next segment (unless it is alone: an
+        // entry larger than the limit gets a segment of its own).
+        if self.current.bytes.len() > self.limit && start > 1 {
+            let mut next = self.next_segment(log);
+            next.bytes.extend_from_slice(&self.current.bytes[start..]);
+            self.current.bytes.truncate(start);
+            let done = std::mem::replace(&mut self.current, next);
+            self.full.push(done);
+        }
+        if is_record {
+            self.current.info.records += 1;
+            self.current.info.live += 1;
+        }
+        Ok(seg_id(self.current.seq))
+    }
+
+    /// The segments with entries, in order, their sizes set.
+    fn finish(self) -> Vec<NewSegment> {
+        let mut segments = self.full;
+        if self.current.bytes.len() > 1 {
+            segments.push(self.current);
+        }
+        for s in &mut segments {
+            s.info.bytes = s.bytes.len() as u64;
+        }
+        segments
     }
 }
 
@@ -624,7 +768,7 @@ impl SessionStore {
                     bytes: v.len() as u64,
                     ..SegInfo::default()
                 };
-                if v.first() != Some(&SEGMENT_FORMAT) {
+                if !matches!(v.first(), Some(&(SEGMENT_FORMAT | SEGMENT_FORMAT_KEYED))) {
                     loaded.unreadable += 1;
                 } else {
                     let mut pos = 1;
@@ -634,6 +778,12 @@ impl SessionStore {
                             break;
                         };
                         pos = next;
+                        // A compact entry whose key cannot be read shadows nothing: skipped
+                        // alone (its length still leads to the next entry).
+                        let Some(key) = e.key() else {
+                            loaded.unreadable += 1;
+                            continue;
+                        };
                         let l = match e.value {
                             Some(value) => {
                                 info.records += 1;
@@ -641,7 +791,7 @@ impl SessionStore {
                             }
                             None => Latest::Removed,
                         };
-                        latest.insert(e.key.to_vec(), l);
+                        latest.insert(key.into_owned(), l);
                     }
                 }
                 segments.insert(seq, info);
@@ -689,17 +839,17 @@ impl SessionStore {
     }
 
     /// Commits what the chunk changed in the correlator's table, in one durable transaction:
-    /// one new segment with the changed records and tombstones of the removed ones, the
-    /// watermark, and a bounded amount of cleaning:
+    /// new segments (one, or more past [`SEGMENT_BYTES`]) with the changed records and
+    /// tombstones of the removed ones, the watermark, and a bounded amount of cleaning:
     /// - oldest segments without live records are deleted (their tombstones too: no older
     ///   segment is left for them to shadow);
     /// - while the log holds more than [`MAX_LOG_TO_LIVE`] times the live data, or more than
     ///   [`MAX_SEGMENTS`] segments, the oldest segment's live records (at most
-    ///   [`MAX_CLEANED_PER_COMMIT`] per commit) are copied into the new segment, and the
+    ///   [`MAX_CLEANED_PER_COMMIT`] per commit) are copied into the new segments, and the
     ///   oldest segment is deleted once none is left in it.
     ///
     /// The first commit after start-up also migrates the pre-log `s` keys: their records are
-    /// written to the new segment and the keys deleted.
+    /// written to the new segments and the keys deleted.
     pub fn commit(&self, c: &mut Correlator) -> Result<(), String> {
         let mut log = self.log()?;
         if !log.ready {
@@ -716,13 +866,10 @@ impl SessionStore {
         }
         let (dirty, deleted) = c.table.take_changes();
         let mut deletes: Vec<Vec<u8>> = Vec::new();
-        let seq = log.take_seq();
-        let id = seg_id(seq);
-        // Sized for the chunk up front (~200 bytes per record): growing a multi-MiB buffer by
+        // Sized for the chunk up front (~130 bytes per record): growing a MiB buffer by
         // doubling would briefly hold two copies.
-        let mut seg = Vec::with_capacity(1 + dirty.len() * 224);
-        seg.push(SEGMENT_FORMAT);
-        let mut info = SegInfo::default();
+        let expected = 1 + dirty.len() * 160 + deleted.len() * 64;
+        let mut new = NewSegments::start(&mut log, expected);
 
         // Tombstones first: a key removed and re-created in the chunk ends up live.
         for (key, old) in deleted {
@@ -731,19 +878,16 @@ impl SessionStore {
                 continue;
             }
             log.release(old);
-            put_tombstone(&mut seg, &key);
+            new.append(&mut log, false, |seg| {
+                put_tombstone(seg, &key);
+                Ok(())
+            })?;
         }
-        let mut write = |c: &mut Correlator, slot: u32, seg: &mut Vec<u8>| -> Result<(), String> {
-            put_record(seg, c, slot)?;
-            c.table.set_seg(slot, id);
-            info.records += 1;
-            info.live += 1;
-            Ok(())
-        };
         for slot in dirty {
             let old = c.table.get(slot).seg;
             log.release(old);
-            write(c, slot, &mut seg)?;
+            let id = new.append(&mut log, true, |seg| put_record(seg, c, slot))?;
+            c.table.set_seg(slot, id);
         }
         if !log.legacy_keys.is_empty() {
             let legacy: Vec<u32> = c
@@ -752,7 +896,8 @@ impl SessionStore {
                 .filter(|&s| c.table.get(s).seg == SEG_LEGACY)
                 .collect();
             for slot in legacy {
-                write(c, slot, &mut seg)?;
+                let id = new.append(&mut log, true, |seg| put_record(seg, c, slot))?;
+                c.table.set_seg(slot, id);
             }
             for key in std::mem::take(&mut log.legacy_keys) {
                 let mut k = Vec::with_capacity(key.len() + 1);
@@ -762,7 +907,7 @@ impl SessionStore {
             }
         }
 
-        // Cleaning. The new segment is not in `log.segments` yet, so never cleaned here.
+        // Cleaning. The new segments are not in `log.segments` yet, so never cleaned here.
         let max_cleaned = log.limits.max_cleaned_per_commit;
         let mut copied = 0usize;
         while let Some((&oldest, &old_info)) = log.segments.iter().next() {
@@ -799,11 +944,16 @@ impl SessionStore {
                     if e.value.is_none() {
                         continue;
                     }
-                    if let Some(slot) = c.table.find_stored(e.key, old_id) {
-                        seg.extend_from_slice(e.raw);
+                    // Unreadable compact entries were not loaded either.
+                    let Some(key) = e.key() else {
+                        continue;
+                    };
+                    if let Some(slot) = c.table.find_stored(&key, old_id) {
+                        let id = new.append(&mut log, true, |seg| {
+                            seg.extend_from_slice(e.raw);
+                            Ok(())
+                        })?;
                         c.table.set_seg(slot, id);
-                        info.records += 1;
-                        info.live += 1;
                         moved += 1;
                         copied += 1;
                     }
@@ -830,26 +980,23 @@ impl SessionStore {
             }
         }
 
-        let wrote_segment = seg.len() > 1;
-        if !wrote_segment && deletes.is_empty() && c.watermark == log.watermark {
+        let segments = new.finish();
+        if segments.is_empty() && deletes.is_empty() && c.watermark == log.watermark {
             return Ok(());
         }
         let wm = c.watermark.to_string();
-        let seg_key = log_key(seq);
-        let mut changes: Vec<(&[u8], Option<&[u8]>)> = deletes
-            .iter()
-            .map(|k| (k.as_slice(), None))
-            .collect::<Vec<_>>();
-        if wrote_segment {
-            info.bytes = seg.len() as u64;
-            changes.push((seg_key.as_slice(), Some(seg.as_slice())));
+        let seg_keys: Vec<Vec<u8>> = segments.iter().map(|s| log_key(s.seq)).collect();
+        let mut changes: Vec<(&[u8], Option<&[u8]>)> =
+            deletes.iter().map(|k| (k.as_slice(), None)).collect();
+        for (key, s) in seg_keys.iter().zip(&segments) {
+            changes.push((key.as_slice(), Some(s.bytes.as_slice())));
         }
         if c.watermark != NO_TIME {
             changes.push((WATERMARK_KEY, Some(wm.as_bytes())));
         }
         self.ns.write(&changes).map_err(|e| e.to_string())?;
-        if wrote_segment {
-            log.segments.insert(seq, info);
+        for s in segments {
+            log.segments.insert(s.seq, s.info);
         }
         log.watermark = c.watermark;
         Ok(())
@@ -959,11 +1106,98 @@ mod tests {
     }
 
     #[test]
+    fn compact_entries_derive_the_stored_key() {
+        let mut table = SessionTable::new();
+        let uuid = SessionRecord::new(SessionUid::new("8dab03fe-2552-49cf-b3e9-381b968ea65c"));
+        let text = SessionRecord::new(SessionUid::new("ops-anna-6b19f9279fc93a31c"));
+        for (mut rec, extra) in [
+            (uuid, [Some("Windows"), Some("host-1"), None]),
+            (text, [None, Some("i-0abc"), Some("")]),
+        ] {
+            rec.status = Status::Open;
+            for (sym, v) in rec.extra.iter_mut().zip(extra) {
+                *sym = table.strings.intern_opt(v);
+            }
+            let slot = table.insert(rec, false);
+            let mut value = Vec::new();
+            put_record_value(&mut value, &table, table.get(slot), None).unwrap();
+            let mut key = Vec::new();
+            key_of_value(&value, &mut key).unwrap();
+            assert_eq!(key, table.storage_key(slot));
+            assert!(key_of_value(&value[..3], &mut Vec::new()).is_none());
+        }
+    }
+
+    #[test]
+    fn segments_of_the_keyed_format_are_still_read_and_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateStore::new(dir.path());
+        let ns = || db.namespace("correlate/t");
+        // Two sessions as a format-1 segment (`R` entries, key stored), as earlier releases
+        // wrote them.
+        let mut old = correlator();
+        for (uid, start) in [("8dab03fe-2552-49cf-b3e9-381b968ea65c", 10), ("ssm-1", 20)] {
+            let mut rec = SessionRecord::new(SessionUid::new(uid));
+            rec.status = Status::Open;
+            rec.start_ms = start;
+            rec.extra[0] = old.table.strings.intern("Windows");
+            old.table.insert(rec, false);
+        }
+        let mut seg = vec![SEGMENT_FORMAT_KEYED];
+        for slot in old.table.iter_slots() {
+            seg.push(ENTRY_RECORD);
+            let key = old.table.storage_key(slot);
+            seg.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            seg.extend_from_slice(&key);
+            let mut value = Vec::new();
+            put_record_value(&mut value, &old.table, old.table.get(slot), None).unwrap();
+            seg.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            seg.extend_from_slice(&value);
+        }
+        ns().write(&[(&log_key(1), Some(&seg))]).unwrap();
+
+        // Every segment but the one being written is cleaned.
+        let limits = LogLimits {
+            max_segments: 0,
+            ..LogLimits::default()
+        };
+        let store = SessionStore::with_limits(ns(), limits);
+        let mut c = correlator();
+        let loaded = store.load(&mut c.table).unwrap();
+        assert_eq!(loaded.unreadable, 0);
+        assert_eq!(loaded.sessions.len(), 2);
+        for (rec, body) in loaded.sessions {
+            c.restore(rec, body);
+        }
+        // The commit cleans the format-1 segment (its `R` entries copied unchanged into the
+        // new one) and deletes it.
+        let slot = c.table.find("ssm-1", &[]).unwrap();
+        c.table.get_mut(slot).resumed = 2;
+        store.commit(&mut c).unwrap();
+        assert!(ns().get(&log_key(1)).unwrap().is_none());
+        assert_eq!(store.stats().segments, 1);
+
+        let mut fresh = correlator();
+        let loaded = SessionStore::new(ns()).load(&mut fresh.table).unwrap();
+        assert_eq!(loaded.unreadable, 0);
+        let mut starts: Vec<(i64, u16)> = loaded
+            .sessions
+            .iter()
+            .map(|(r, _)| (r.start_ms, r.resumed))
+            .collect();
+        starts.sort();
+        assert_eq!(starts, vec![(10, 0), (20, 2)]);
+    }
+
+    #[test]
     fn damaged_segment_entries_are_not_read_past() {
         let mut seg = vec![SEGMENT_FORMAT];
         put_tombstone(&mut seg, b"a\0\0\0");
         let (e, next) = entry_at(&seg, 1).unwrap();
-        assert_eq!((e.key, e.value, next), (&b"a\0\0\0"[..], None, seg.len()));
+        assert_eq!(
+            (e.stored_key, e.value, next),
+            (Some(&b"a\0\0\0"[..]), None, seg.len())
+        );
         seg.extend_from_slice(&[ENTRY_RECORD, 200, 0, 0, 0, b'x']);
         assert!(entry_at(&seg, next).is_none());
         assert_eq!(seg_id(1 << 32 | 7), 7);

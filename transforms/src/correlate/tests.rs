@@ -631,13 +631,33 @@ fn log_round_trip_keeps_live_sessions_and_drops_removed_ones() {
 
 #[test]
 fn log_cleaning_bounds_the_log_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let limits = LogLimits {
+    let segments_per_commit = log_cleaning_check(LogLimits {
         max_segments: 6,
         slack_bytes: 0,
         // Smaller than a segment's live records: cleaning spans several commits.
         max_cleaned_per_commit: 40,
-    };
+        // Larger than any commit: one segment per commit.
+        segment_bytes: 1 << 20,
+    });
+    assert_eq!(segments_per_commit, 1);
+}
+
+#[test]
+fn commits_larger_than_a_segment_split_and_clean_alike() {
+    // A commit rewrites ~50 records of ~100 bytes: several segments each.
+    let segments_per_commit = log_cleaning_check(LogLimits {
+        max_segments: 6,
+        slack_bytes: 0,
+        max_cleaned_per_commit: 40,
+        segment_bytes: 1024,
+    });
+    assert!(segments_per_commit > 2, "{segments_per_commit}");
+}
+
+/// Runs rounds of rewrites, removals and new sessions through the log with these limits and
+/// checks its size and contents after each; returns the most segments one commit appended.
+fn log_cleaning_check(limits: LogLimits) -> usize {
+    let dir = tempfile::tempdir().unwrap();
     let db = StateStore::new(dir.path());
     let ns = || SessionStore::with_limits(db.namespace("correlate/s"), limits);
     let store = ns();
@@ -653,6 +673,9 @@ fn log_cleaning_bounds_the_log_and_loses_nothing() {
     let mut rng = 0x2545_f491_4f6c_dd1d_u64;
     let mut next = 150;
     let mut max_segments = 0;
+    let mut max_segments_per_commit = 0;
+    // The initial commit wrote segment 1.
+    let mut last_seq = 1u64;
     for round in 0..120 {
         // Rewrite a third of the sessions, remove a few, open a few.
         let slots: Vec<u32> = c.table.iter_slots().collect();
@@ -674,6 +697,26 @@ fn log_cleaning_bounds_the_log_and_loses_nothing() {
         store.commit(&mut c).unwrap();
         let stats = store.stats();
         max_segments = max_segments.max(stats.segments);
+        let mut added = 0;
+        let mut newest = last_seq;
+        for (k, v) in db.namespace("correlate/s").scan().unwrap() {
+            if k[0] != b'l' {
+                continue;
+            }
+            let seq = u64::from_be_bytes(k[1..].try_into().unwrap());
+            if seq > last_seq {
+                added += 1;
+                newest = newest.max(seq);
+            }
+            // Every entry here is far smaller than the limit: no segment exceeds it.
+            assert!(
+                v.len() <= limits.segment_bytes,
+                "segment of {} bytes",
+                v.len()
+            );
+        }
+        last_seq = newest;
+        max_segments_per_commit = max_segments_per_commit.max(added);
         assert_eq!(
             stats.live_records,
             c.table.iter_slots().count() as u64,
@@ -684,7 +727,7 @@ fn log_cleaning_bounds_the_log_and_loses_nothing() {
             .iter_slots()
             .map(|slot| super::state::encoded_len(&c, slot))
             .sum();
-        // Twice the live data before cleaning starts, plus the new segment (a third of the
+        // Twice the live data before cleaning starts, plus the new segments (a third of the
         // sessions rewritten) and the partly cleaned oldest one.
         assert!(
             stats.bytes < 3 * live_bytes as u64 + 4096,
@@ -692,10 +735,10 @@ fn log_cleaning_bounds_the_log_and_loses_nothing() {
             stats.bytes
         );
     }
-    // The cleaner kept the count near its limit (each commit may add one segment and a
+    // The cleaner kept the count near its limit (each commit may add its segments and a
     // partly cleaned one stays until it is empty).
     assert!(
-        max_segments <= limits.max_segments + 2,
+        max_segments <= limits.max_segments + 1 + max_segments_per_commit,
         "{max_segments} segments"
     );
 
@@ -704,7 +747,11 @@ fn log_cleaning_bounds_the_log_and_loses_nothing() {
     assert_eq!(unreadable, 0);
     assert_eq!(snapshot(&fresh), before);
     let keys = db.namespace("correlate/s").scan().unwrap();
-    assert!(keys.iter().filter(|(k, _)| k[0] == b'l').count() <= limits.max_segments + 2);
+    assert!(
+        keys.iter().filter(|(k, _)| k[0] == b'l').count()
+            <= limits.max_segments + 1 + max_segments_per_commit
+    );
+    max_segments_per_commit
 }
 
 #[test]
