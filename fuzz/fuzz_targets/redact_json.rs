@@ -1,7 +1,9 @@
 //! Fuzzes the redact transform over arbitrary JSON: any input that parses as a JSON object is
 //! redacted as an event (mask and hash mode, one transform kept across inputs so PEM state
 //! carries over); any input is also redacted as one string value. The transform must not
-//! panic, must keep the event's shape, and its output must serialize as JSON again.
+//! panic, must keep the event's shape, and its output must serialize as JSON again. An input
+//! that a source accepts as a record is also redacted from its JSON text (the record screen may
+//! pass it unparsed) and must come out exactly as from its parsed fields.
 #![no_main]
 
 use std::cell::RefCell;
@@ -10,6 +12,7 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};
 
 use sessiontrail_core::component::{FunctionTransform, TransformOutput};
+use sessiontrail_core::json::{decode_record, Decoded, DEFAULT_MAX_RECORD_BYTES};
 use sessiontrail_core::metrics::MetricsRegistry;
 use sessiontrail_core::Event;
 use sessiontrail_transforms::redact::{Redact, RedactConfig};
@@ -25,6 +28,16 @@ thread_local! {
     static HASH: RefCell<Redact> = RefCell::new(transform(
         json!({"mode": "hash", "hash_key": "fuzz-hash-key-0123456789abcdef"}),
     ));
+    // One pair fed the same records, as text and as parsed fields: their PEM states stay alike.
+    static FROM_TEXT: RefCell<Redact> = RefCell::new(transform(json!({"annotate": true})));
+    static FROM_FIELDS: RefCell<Redact> = RefCell::new(transform(json!({"annotate": true})));
+}
+
+fn redact_one(cell: &'static std::thread::LocalKey<RefCell<Redact>>, e: Event) -> Event {
+    let mut out = TransformOutput::default();
+    cell.with(|t| t.borrow_mut().transform(e, &mut out));
+    assert_eq!(out.out.len(), 1);
+    out.out.remove(0)
 }
 
 fn shape(v: &Value) -> Value {
@@ -52,6 +65,24 @@ fn check(t: &mut Redact, fields: Map<String, Value>) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(Decoded::Record(text)) = decode_record(data, DEFAULT_MAX_RECORD_BYTES) {
+        let fields = text.clone().into_object();
+        let unchanged = fields.clone();
+        let a = redact_one(
+            &FROM_TEXT,
+            Event::from_json(text, "fuzz".into(), data.len()),
+        );
+        let b = redact_one(&FROM_FIELDS, Event::new(fields, "fuzz".into(), data.len()));
+        let kept = a.json_text().is_some();
+        let (a, b) = (a.into_fields(), b.into_fields());
+        assert_eq!(a, b, "redacted from text and from fields alike");
+        if kept {
+            assert_eq!(
+                b, unchanged,
+                "the text is kept only when nothing was redacted"
+            );
+        }
+    }
     let mut as_text = Map::new();
     as_text.insert(
         "message".into(),

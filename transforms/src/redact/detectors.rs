@@ -6,6 +6,12 @@
 //! stays. One Aho-Corasick pass over the string finds the anchors; only the detectors whose
 //! anchors occur run their regexes, so a string with no candidate costs one scan.
 //!
+//! Each detector may also list `screens`: regexes without `^`, `$` or `\b` that match a part of
+//! every match of its patterns. The record screen ([`super::screen`]) runs them on a whole
+//! record's text to rule the detector out without parsing the record; a screen that misses a
+//! match of its detector would let that secret through, so a pattern change must keep them in
+//! step (the tests of this module check each detector's samples against its screens).
+//!
 //! The policy these implement is the table R1-R10 of `shared/corpus/README.md`; docs/redaction.md
 //! describes each detector with examples and known limits.
 
@@ -14,7 +20,7 @@ use std::ops::Range;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::{Captures, Regex};
 
-use super::pem::{PemCursor, PemMarkers};
+use super::pem::{PemCursor, PemMarkers, PEM_BEGIN};
 use super::text::lines;
 
 /// A secret found in a string: its byte range and the index of the detector that found it.
@@ -41,6 +47,10 @@ struct BuiltIn {
     /// Case-insensitive literals; the detector runs only when one occurs. Empty: always runs.
     anchors: &'static [&'static str],
     patterns: &'static [&'static str],
+    /// Anchor-free parts of `patterns` for the record screen: any text holding a match of a
+    /// pattern holds a match of one of these. Empty: an anchor alone makes the detector a
+    /// candidate. A case-insensitive screen starts with `(?i)` and is otherwise lower-case.
+    screens: &'static [&'static str],
     check: Check,
 }
 
@@ -61,6 +71,7 @@ const BUILT_INS: &[BuiltIn] = &[
         // Not inside a longer upper-case run (base64 blobs), wherever else it stands: after
         // stripping escapes a key can be glued to the text before it.
         patterns: &[r"(?:^|[^A-Z0-9])((?:AKIA|ASIA)[A-Z0-9]{16})"],
+        screens: &[r"(?:AKIA|ASIA)[A-Z0-9]{16}"],
         check: Check::NotFollowedByUpperAlnum,
     },
     BuiltIn {
@@ -69,6 +80,7 @@ const BUILT_INS: &[BuiltIn] = &[
         patterns: &[
             r#"(?i)secret[_-]?access[_-]?key\\?["']?[ \t]*(?:[:=]|[ \t])[ \t]*(?:\\?["'])?([A-Za-z0-9/+=]{16,})"#,
         ],
+        screens: &[r#"(?i)secret[_-]?access[_-]?key"#],
         check: Check::AssignedValue,
     },
     BuiltIn {
@@ -78,6 +90,7 @@ const BUILT_INS: &[BuiltIn] = &[
             r"(gh[pousr]_[A-Za-z0-9]{36,251})",
             r"(github_pat_[A-Za-z0-9_]{22,244})",
         ],
+        screens: &[],
         check: Check::None,
     },
     BuiltIn {
@@ -89,6 +102,7 @@ const BUILT_INS: &[BuiltIn] = &[
         patterns: &[
             r"((?:glpat|gldt|glrt|glptt|glft|glsoat|glcbt|glimt|glagent|gloas)-[A-Za-z0-9_-]{20,})",
         ],
+        screens: &[],
         check: Check::None,
     },
     BuiltIn {
@@ -99,6 +113,7 @@ const BUILT_INS: &[BuiltIn] = &[
             r"(xapp-[0-9]+-[A-Za-z0-9-]{10,})",
             r"hooks\.slack\.com/(?:services|workflows|triggers)/([A-Za-z0-9/_-]+)",
         ],
+        screens: &[],
         check: Check::None,
     },
     BuiltIn {
@@ -107,12 +122,14 @@ const BUILT_INS: &[BuiltIn] = &[
         // Header and payload are base64url JSON objects, so both start with `eyJ` (`{"`); a
         // single segment that starts with `eyJ` is plain base64 JSON, not a token.
         patterns: &[r"(eyJ[A-Za-z0-9_-]{2,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*)"],
+        screens: &[r"eyJ[A-Za-z0-9_-]{2,}\.eyJ"],
         check: Check::None,
     },
     BuiltIn {
         name: PEM_PRIVATE_KEY,
         anchors: &["-----begin"],
         patterns: &[],
+        screens: &[PEM_BEGIN],
         check: Check::None,
     },
     BuiltIn {
@@ -123,12 +140,17 @@ const BUILT_INS: &[BuiltIn] = &[
             r#"(?i)authorization\\?["']?[ \t]*[:=][ \t]*(?:\\?["'])?([A-Za-z0-9._~+/=-]{16,})"#,
             r"(?i)(?-u:\b)bearer[ \t]+([A-Za-z0-9._~+/-]{16,}=*)",
         ],
+        screens: &[
+            r#"(?i)authorization\\?["']?[ \t]*[:=]"#,
+            r"(?i)bearer[ \t]+[a-z0-9._~+/-]{16}",
+        ],
         check: Check::None,
     },
     BuiltIn {
         name: "url_credentials",
         anchors: &["://"],
         patterns: &[r#"(?i)[a-z][a-z0-9+.-]*://[^\s:/?#@"'<>]*:([^\s/?#@"'<>]+)@"#],
+        screens: &[r#"(?i)://[^\s:/?#@"'<>]*:[^\s/?#@"'<>]+@"#],
         check: Check::AssignedValue,
     },
     BuiltIn {
@@ -140,6 +162,7 @@ const BUILT_INS: &[BuiltIn] = &[
             r#"(?i);[ \t]*(?:password|pwd)[ \t]*=[ \t]*(?:"([^"\r\n]*)"|'([^'\r\n]*)'|([^;"'\r\n]*[^;"'\s]))"#,
             r#"(?i)(?:^|[\s"'])(?:password|pwd)[ \t]*=[ \t]*(?:"([^"\r\n]*)"|'([^'\r\n]*)'|([^;"'\r\n]*[^;"'\s]))[ \t]*;"#,
         ],
+        screens: &[r"(?i)(?:password|pwd)[ \t]*="],
         check: Check::AssignedValue,
     },
     BuiltIn {
@@ -152,6 +175,11 @@ const BUILT_INS: &[BuiltIn] = &[
             r#"(?i)(?:^|[\s"'(])--?(?:password|passwd|pwd|pass|passin|passout)[ \t]+(?:'([^'\r\n]*)'|"([^"\r\n]*)"|([^\s'"-][^\s'"]*))"#,
             r#"(?:^|[\s;&|(/"'])sshpass[ \t](?:[^\r\n|;&]*?[ \t])?-p[ \t]*(?:'([^'\r\n]*)'|"([^"\r\n]*)"|([^\s'"]+))"#,
         ],
+        screens: &[
+            r"(?:mysql|mariadb)[^\r\n|;&]*-p",
+            r"(?i)-(?:pass|pwd)",
+            r"sshpass[ \t][^\r\n|;&]*-p",
+        ],
         check: Check::AssignedValue,
     },
     BuiltIn {
@@ -160,6 +188,10 @@ const BUILT_INS: &[BuiltIn] = &[
         patterns: &[
             r#"(?:^|[\s;&|("'])(?:echo(?:[ \t]+-[neE]+)*|printf(?:[ \t]+(?:'[^'\r\n]*'|"[^"\r\n]*"))?)[ \t]+(?:'([^'\r\n]*)'|"([^"\r\n]*)"|([^\s|;&'"]+))[ \t]*\|[ \t]*sudo[ \t](?:[^\r\n|;&]*?[ \t])?(?:-[A-Za-z]*S[A-Za-z]*|--stdin)(?:\s|$)"#,
             r#"(?:^|[\s;&|("'])sudo[ \t](?:[^\r\n|;&]*?[ \t])?(?:-[A-Za-z]*S[A-Za-z]*|--stdin)[ \t][^\r\n|;&]*?<<<[ \t]*(?:'([^'\r\n]*)'|"([^"\r\n]*)"|([^\s|;&'"]+))"#,
+        ],
+        screens: &[
+            r#"\|[ \t]*sudo[ \t][^\r\n|;&]*(?:-[A-Za-z]*S|--stdin)"#,
+            r#"sudo[ \t][^\r\n|;&]*<<<"#,
         ],
         check: Check::AssignedValue,
     },
@@ -176,6 +208,7 @@ const BUILT_INS: &[BuiltIn] = &[
         patterns: &[
             r#"(?:^|[^A-Za-z0-9_])[A-Za-z0-9_]*(?i:token|secret|password|passwd|api_key|access_key|private_key)=(?:'([^'\r\n]*)'|"([^"\r\n]*)"|([^\s"'&;|]+))"#,
         ],
+        screens: &[r"(?i)(?:token|secret|password|passwd|api_key|access_key|private_key)="],
         check: Check::AssignedValue,
     },
     BuiltIn {
@@ -203,6 +236,9 @@ const BUILT_INS: &[BuiltIn] = &[
             // of the secret words (so `tokenValue` or `password_policy` do not count).
             r#"(?i)(?:^|[^A-Za-z0-9_.-])(?P<key>[A-Za-z0-9_.-]*(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|private[_-]?key|secret[_-]?key|credentials?))\\?["']?[ \t]*[:=][ \t]*"#,
         ],
+        screens: &[
+            r#"(?i)(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|private[_-]?key|secret[_-]?key|credentials?)\\?["']?[ \t]*[:=]"#,
+        ],
         check: Check::AssignedValue,
     },
 ];
@@ -223,6 +259,9 @@ pub struct CustomRule {
 struct Detector {
     name: String,
     regexes: Vec<Regex>,
+    /// The built-in's anchors and screens (empty for custom rules).
+    anchors: &'static [&'static str],
+    screens: &'static [&'static str],
     check: Check,
     /// Mask-mode replacement (custom rules); default `[REDACTED:<name>]`.
     replace: Option<String>,
@@ -293,6 +332,8 @@ impl Scanner {
             detectors.push(Detector {
                 name: b.name.to_string(),
                 regexes,
+                anchors: b.anchors,
+                screens: b.screens,
                 check: b.check,
                 replace: None,
             });
@@ -323,6 +364,8 @@ impl Scanner {
             detectors.push(Detector {
                 name: r.name.clone(),
                 regexes: vec![regex],
+                anchors: &[],
+                screens: &[],
                 check: Check::None,
                 replace: r.replace.clone(),
             });
@@ -349,6 +392,33 @@ impl Scanner {
 
     pub fn detector_count(&self) -> usize {
         self.detectors.len()
+    }
+
+    /// Whether custom rules are configured (they run on every string: nothing but the string
+    /// itself tells whether they match).
+    pub fn has_custom_rules(&self) -> bool {
+        !self.unanchored.is_empty()
+    }
+
+    /// The built-in detectors that run: (index, anchors, screens).
+    pub fn built_ins(
+        &self,
+    ) -> impl Iterator<Item = (usize, &'static [&'static str], &'static [&'static str])> + '_ {
+        self.detectors
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.unanchored.contains(i))
+            .map(|(i, d)| (i, d.anchors, d.screens))
+    }
+
+    /// The detector of whole fields named like secrets ([`Scanner::secret_field`]), if it runs.
+    pub fn secret_field_detector(&self) -> Option<usize> {
+        self.credential_assignment
+    }
+
+    /// Whether bare AWS secret access keys (a line of 40 key characters) are looked for.
+    pub fn finds_bare_secret_keys(&self) -> bool {
+        self.bare_secret_key.is_some()
     }
 
     /// The mask-mode replacement of a custom rule, if it set one.
@@ -476,38 +546,41 @@ pub fn merge(spans: &mut Vec<Span>) {
     *spans = merged;
 }
 
-/// Field names whose string value is a secret as a whole: they end in one of the words of
-/// `credential_assignment` (`password`, `client_secret`, `sessionToken`, `x-api-key`...).
+/// Field names whose string value is a secret as a whole end in one of these words (ASCII
+/// case-insensitively): the words of `credential_assignment`.
+pub const SECRET_FIELD_WORDS: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "pwd",
+    "secret",
+    "token",
+    "apikey",
+    "api_key",
+    "api-key",
+    "accesskey",
+    "access_key",
+    "access-key",
+    "authkey",
+    "auth_key",
+    "privatekey",
+    "private_key",
+    "secretkey",
+    "secret_key",
+    "credential",
+    "credentials",
+];
+
+/// Whether a field's string value is a secret as a whole by its name: it ends in one of
+/// [`SECRET_FIELD_WORDS`] (`password`, `client_secret`, `sessionToken`, `x-api-key`...).
 fn is_secret_field_name(key: &str) -> bool {
-    // Cheap reject first: every word below ends in one of these letters.
+    // Cheap reject first: every word ends in one of these letters.
     match key.as_bytes().last().map(u8::to_ascii_lowercase) {
         Some(b'd' | b'e' | b't' | b'n' | b'y' | b'l' | b's') => {}
         _ => return false,
     }
-    const WORDS: &[&str] = &[
-        "password",
-        "passwd",
-        "passphrase",
-        "pwd",
-        "secret",
-        "token",
-        "apikey",
-        "api_key",
-        "api-key",
-        "accesskey",
-        "access_key",
-        "access-key",
-        "authkey",
-        "auth_key",
-        "privatekey",
-        "private_key",
-        "secretkey",
-        "secret_key",
-        "credential",
-        "credentials",
-    ];
     let k = key.as_bytes();
-    WORDS
+    SECRET_FIELD_WORDS
         .iter()
         .any(|w| k.len() >= w.len() && k[k.len() - w.len()..].eq_ignore_ascii_case(w.as_bytes()))
 }
@@ -517,7 +590,7 @@ fn is_secret_field_name(key: &str) -> bool {
 /// or a word is not one.
 pub const BARE_SECRET_KEY_LEN: usize = 40;
 
-fn is_bare_secret_key(s: &str) -> bool {
+pub fn is_bare_secret_key(s: &str) -> bool {
     s.len() == BARE_SECRET_KEY_LEN
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'/' || c == b'+')
@@ -590,11 +663,73 @@ mod tests {
         let scanner = Scanner::new(&[], &[]).unwrap();
         let mut spans = Vec::new();
         scanner.scan(text, &mut PemCursor::default(), &mut spans);
+        for s in &spans {
+            assert_screens_match(s.detector, text);
+        }
         merge(&mut spans);
         spans
             .into_iter()
             .map(|s| (text[s.range].to_string(), BUILT_INS[s.detector].name))
             .collect()
+    }
+
+    /// The record screen relies on this: wherever a detector finds a secret through its
+    /// anchors, one of its screens matches too.
+    fn assert_screens_match(detector: usize, text: &str) {
+        let b = &BUILT_INS[detector];
+        let lower = text.to_ascii_lowercase();
+        if b.screens.is_empty() || !b.anchors.iter().any(|a| lower.contains(a)) {
+            // No screen, or the bare secret key (not found through an anchor).
+            return;
+        }
+        assert!(
+            b.screens
+                .iter()
+                .any(|s| Regex::new(s).unwrap().is_match(text)),
+            "{}: no screen matches {text:?}",
+            b.name
+        );
+    }
+
+    #[test]
+    fn screens_compile_without_edge_anchors() {
+        for b in BUILT_INS {
+            for s in b.screens {
+                Regex::new(s).unwrap();
+                // `^`, `$` and `\b` mean the edges of a string, not of a record's text.
+                let unescaped = s.replace("\\\\", "").replace("[^", "[");
+                assert!(!unescaped.contains('^'), "{}: {s}", b.name);
+                assert!(!unescaped.contains('$'), "{}: {s}", b.name);
+                assert!(!unescaped.contains("\\b"), "{}: {s}", b.name);
+            }
+        }
+    }
+
+    #[test]
+    fn screens_match_every_detector_sample() {
+        // The samples of the tests above, plus a few per screened detector.
+        for text in [
+            "xAKIAIOSFODNN7EXAMPL3 ASIA0000000000000000",
+            "AWS_SECRET_ACCESS_KEY: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "x eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln",
+            "Authorization:\\\"Basic dXNlcjpwYXNzd29yZA==",
+            "curl -H 'authorization = abcdefghijklmnopqrstuvwxyz'",
+            "BEARER abcdefghijklmnopqrstuvwxyz",
+            "redis://:p4ss@cache:6379 and HTTPS://u:p@h",
+            "Data Source=x;PWD = a b;",
+            "password=x y;",
+            "echo pw|sudo\t-kS ls",
+            "sudo --stdin cmd <<< 'pw'",
+            "printf '%s' x | sudo -u root -S true",
+            "MY_TOKEN=abc SECRET=x api_key=y",
+            "client_secret: x",
+            "\"apiKey\" = 'x'",
+            "x-api-key: k",
+            "credentials=abc",
+            "PRIVATE-KEY:x",
+        ] {
+            found(text);
+        }
     }
 
     fn secrets(text: &str) -> Vec<String> {

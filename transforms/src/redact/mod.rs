@@ -10,12 +10,18 @@
 //! ends a line for the line-anchored rules. PEM private key blocks are followed across array
 //! elements and across consecutive records of one session ([`pem`]).
 //!
+//! A record that still has its JSON text is first screened ([`screen`]): when no detector can
+//! fire on any of its strings and no private key block of its session is open, it is passed on
+//! as it is, neither parsed nor re-serialized. Otherwise it is parsed into a copy that is
+//! walked, and the event takes the copy only if something was redacted.
+//!
 //! Dead letters are ordinary events: wired to `<name>.dropped`, redact scans their `raw` text
 //! and `event` like any other string. `raw_base64` (a record that was not UTF-8) is decoded,
 //! its UTF-8 runs are scanned and redacted, and it is re-encoded; the invalid bytes are kept.
 
 pub mod detectors;
 pub mod pem;
+pub mod screen;
 pub mod text;
 
 use std::collections::hash_map::DefaultHasher;
@@ -33,11 +39,13 @@ use sessiontrail_core::component::{
     run_function_transform, ComponentTask, FunctionTransform, TransformContext, TransformOutput,
 };
 use sessiontrail_core::json::{get_path, get_path_mut};
+use sessiontrail_core::json_paths::PathSet;
 use sessiontrail_core::metrics::MetricsRegistry;
 use sessiontrail_core::{BuildError, Event, Object, TransformConfig, Value};
 
 use detectors::{merge, CustomRule, Scanner, Span};
 use pem::{PemCursor, PemSessions};
+use screen::RecordScreen;
 use text::StrippedText;
 
 /// Hex characters kept of the HMAC-SHA256 in `mode: hash` (64 bits: enough to correlate
@@ -200,12 +208,16 @@ impl RedactConfig {
     ) -> Result<Redact, String> {
         let redactor = self.compile()?;
         let annotated = vec![false; redactor.scanner.detector_count()];
+        let screen = RecordScreen::new(&redactor.scanner)?;
         Ok(Redact {
             redactor,
+            screen,
             fields: self.fields.clone(),
             annotate: self.annotate.then(|| self.annotate_field.clone()),
             session_fields: self.session_fields.clone(),
+            session_paths: PathSet::new(self.session_fields.iter().cloned()),
             pem: PemSessions::default(),
+            passed_by_screen: 0,
             counters: HashMap::new(),
             registry,
             component: component.to_string(),
@@ -300,10 +312,15 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// The running transform: a [`Redactor`] plus the per-session PEM state and the metrics.
 pub struct Redact {
     redactor: Redactor,
+    screen: RecordScreen,
     fields: Vec<String>,
     annotate: Option<String>,
     session_fields: Vec<String>,
+    /// `session_fields`, to read them from a record's text without parsing it.
+    session_paths: PathSet,
     pem: PemSessions,
+    /// Records the screen passed on without walking them.
+    passed_by_screen: u64,
     counters: HashMap<(usize, String), Arc<AtomicU64>>,
     registry: Arc<MetricsRegistry>,
     component: String,
@@ -367,7 +384,7 @@ impl Walk<'_> {
 
     fn keep_cursor(&mut self, cursor: PemCursor) {
         match self.session {
-            Some(session) => self.pem.put(stream(session, &self.path), cursor),
+            Some(session) => self.pem.put(session, stream(session, &self.path), cursor),
             None => match self.opened.iter_mut().find(|(p, _)| *p == self.path) {
                 Some((_, c)) => *c = cursor,
                 None if cursor.inside => self.opened.push((self.path.clone(), cursor)),
@@ -436,32 +453,91 @@ fn redact_base64(
     changed.then(|| engine.encode(out))
 }
 
+/// The session a record belongs to for PEM blocks: the first non-null `session_fields` value,
+/// or else the component the record came from.
+fn session_hash(found: Option<&Value>, source: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    match found {
+        Some(v) => {
+            0u8.hash(&mut h);
+            match v {
+                Value::String(s) => s.hash(&mut h),
+                other => other.to_string().hash(&mut h),
+            }
+        }
+        None => {
+            1u8.hash(&mut h);
+            source.hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
 impl Redact {
-    fn session_of(&self, event: &Event) -> u64 {
-        let mut h = DefaultHasher::new();
+    fn session_of(&self, fields: &Object, source: &str) -> u64 {
         let found = self
             .session_fields
             .iter()
-            .find_map(|f| get_path(event.fields(), f).filter(|v| !v.is_null()));
-        match found {
-            Some(v) => {
-                0u8.hash(&mut h);
-                match v {
-                    Value::String(s) => s.hash(&mut h),
-                    other => other.to_string().hash(&mut h),
-                }
-            }
-            None => {
-                1u8.hash(&mut h);
-                event.meta.source.hash(&mut h);
-            }
-        }
-        h.finish()
+            .find_map(|f| get_path(fields, f).filter(|v| !v.is_null()));
+        session_hash(found, source)
     }
 
-    /// Redacts one event's fields in place; returns the (detector, field) of each redaction.
+    /// Whether a private key block is open in the session of `event` (a record without a
+    /// secret word can still be a body line of a key that began in an earlier record).
+    fn in_open_pem_block(&self, event: &Event) -> bool {
+        if self.pem.is_empty() {
+            return false;
+        }
+        let source = &*event.meta.source;
+        let session = match event.unparsed_json_text() {
+            // Reading two or three fields from the text costs less than parsing it.
+            Some(text) => {
+                let values = self.session_paths.extract(text);
+                let found = self
+                    .session_fields
+                    .iter()
+                    .find_map(|f| values.get(f).filter(|v| !v.is_null()));
+                session_hash(found, source)
+            }
+            None => self.session_of(event.fields(), source),
+        };
+        self.pem.has_open_block(session)
+    }
+
+    /// Records the screen passed on without walking them (for tests and benchmarks).
+    pub fn passed_by_screen(&self) -> u64 {
+        self.passed_by_screen
+    }
+
+    /// Redacts one event; returns the (detector, field) of each redaction. An event read as
+    /// JSON text keeps its text unless something was redacted.
     pub fn redact_fields(&mut self, event: &mut Event) -> Vec<(usize, String)> {
-        let session = (!self.pem.is_empty()).then(|| self.session_of(event));
+        let source = Arc::clone(&event.meta.source);
+        if let Some(text) = event.json_text() {
+            if !self.screen.may_change(text) && !self.in_open_pem_block(event) {
+                self.passed_by_screen += 1;
+                return Vec::new();
+            }
+            // Walk a copy: `fields_mut` would drop the text even when nothing is redacted.
+            let copy = match event.unparsed_json_text() {
+                Some(text) => serde_json::from_str::<Object>(text).ok(),
+                None => Some(event.fields().clone()),
+            };
+            // A validated text always parses; if not, the event's own fields are walked.
+            if let Some(mut fields) = copy {
+                let hits = self.redact_object(&mut fields, &source);
+                if !hits.is_empty() {
+                    event.set_fields(fields);
+                }
+                return hits;
+            }
+        }
+        self.redact_object(event.fields_mut(), &source)
+    }
+
+    /// Redacts `fields` in place (`source`: the event's component, its session by default).
+    fn redact_object(&mut self, fields: &mut Object, source: &str) -> Vec<(usize, String)> {
+        let session = (!self.pem.is_empty()).then(|| self.session_of(fields, source));
         let mut walk = Walk {
             redactor: &self.redactor,
             pem: &mut self.pem,
@@ -472,10 +548,10 @@ impl Redact {
             label: String::new(),
         };
         if self.fields.is_empty() {
-            walk_object(&mut walk, event.fields_mut());
+            walk_object(&mut walk, fields);
         } else {
             for f in &self.fields {
-                if let Some(v) = get_path_mut(event.fields_mut(), f) {
+                if let Some(v) = get_path_mut(fields, f) {
                     walk.path.clear();
                     walk.path.push_str(f);
                     walk.label.clear();
@@ -487,9 +563,9 @@ impl Redact {
         }
         let Walk { hits, opened, .. } = walk;
         if !opened.is_empty() {
-            let session = self.session_of(event);
+            let session = self.session_of(fields, source);
             for (path, cursor) in opened {
-                self.pem.put(stream(session, &path), cursor);
+                self.pem.put(session, stream(session, &path), cursor);
             }
         }
         hits

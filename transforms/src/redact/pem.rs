@@ -23,6 +23,12 @@ pub const MAX_PEM_BODY_LINES: u32 = 200;
 /// touched one is forgotten (memory stays bounded whatever the input).
 pub const MAX_OPEN_BLOCKS: usize = 10_000;
 
+/// The armour line that opens a block. RFC 7468 labels: "PRIVATE KEY", "RSA PRIVATE KEY",
+/// "ENCRYPTED PRIVATE KEY", "OPENSSH PRIVATE KEY", "EC PRIVATE KEY"...; OpenPGP armour adds
+/// " BLOCK". Also the record screen's test for a block opening in a record.
+pub const PEM_BEGIN: &str = "-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----";
+const PEM_END: &str = "-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----";
+
 /// Where a line-by-line reader is relative to a private key block.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PemCursor {
@@ -38,12 +44,9 @@ pub struct PemMarkers {
 
 impl PemMarkers {
     pub fn new() -> Self {
-        // RFC 7468 labels: "PRIVATE KEY", "RSA PRIVATE KEY", "ENCRYPTED PRIVATE KEY",
-        // "OPENSSH PRIVATE KEY", "EC PRIVATE KEY"...; OpenPGP armour adds " BLOCK".
-        let label = r"[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?";
         PemMarkers {
-            begin: Regex::new(&format!("-----BEGIN {label}-----")).expect("static PEM regex"),
-            end: Regex::new(&format!("-----END {label}-----")).expect("static PEM regex"),
+            begin: Regex::new(PEM_BEGIN).expect("static PEM regex"),
+            end: Regex::new(PEM_END).expect("static PEM regex"),
         }
     }
 
@@ -104,8 +107,17 @@ fn push_trimmed(text: &str, r: Range<usize>, out: &mut Vec<Range<usize>>) {
 /// Open blocks per stream (a hash of session and field path), across events.
 #[derive(Default)]
 pub struct PemSessions {
-    open: HashMap<u64, (PemCursor, u64)>,
+    open: HashMap<u64, OpenBlock>,
+    /// How many open blocks each session has: a record of a session without one cannot be
+    /// inside a block, which lets the record screen pass it without parsing it.
+    per_session: HashMap<u64, usize>,
     clock: u64,
+}
+
+struct OpenBlock {
+    cursor: PemCursor,
+    touched: u64,
+    session: u64,
 }
 
 impl PemSessions {
@@ -114,27 +126,69 @@ impl PemSessions {
     }
 
     pub fn get(&self, stream: u64) -> PemCursor {
-        self.open.get(&stream).map(|(c, _)| *c).unwrap_or_default()
+        self.open.get(&stream).map(|b| b.cursor).unwrap_or_default()
     }
 
-    /// Remembers the cursor of `stream` if it is inside a block, forgets it otherwise.
-    pub fn put(&mut self, stream: u64, cursor: PemCursor) {
+    /// Whether some field of `session` is inside a block.
+    pub fn has_open_block(&self, session: u64) -> bool {
+        self.per_session.contains_key(&session)
+    }
+
+    /// Remembers the cursor of `stream` (a field of `session`) if it is inside a block,
+    /// forgets it otherwise.
+    pub fn put(&mut self, session: u64, stream: u64, cursor: PemCursor) {
         if !cursor.inside {
-            self.open.remove(&stream);
+            self.remove(stream);
             return;
         }
         self.clock += 1;
-        if self.open.len() >= MAX_OPEN_BLOCKS && !self.open.contains_key(&stream) {
+        if let Some(block) = self.open.get_mut(&stream) {
+            block.cursor = cursor;
+            block.touched = self.clock;
+            if block.session == session {
+                return;
+            }
+            // Two sessions whose streams hash alike: the block now counts for the later one.
+            let previous = std::mem::replace(&mut block.session, session);
+            self.forget_session(previous);
+            *self.per_session.entry(session).or_default() += 1;
+            return;
+        }
+        if self.open.len() >= MAX_OPEN_BLOCKS {
             if let Some(oldest) = self
                 .open
                 .iter()
-                .min_by_key(|(_, (_, touched))| *touched)
+                .min_by_key(|(_, b)| b.touched)
                 .map(|(k, _)| *k)
             {
-                self.open.remove(&oldest);
+                self.remove(oldest);
             }
         }
-        self.open.insert(stream, (cursor, self.clock));
+        self.open.insert(
+            stream,
+            OpenBlock {
+                cursor,
+                touched: self.clock,
+                session,
+            },
+        );
+        *self.per_session.entry(session).or_default() += 1;
+    }
+
+    fn remove(&mut self, stream: u64) {
+        if let Some(block) = self.open.remove(&stream) {
+            self.forget_session(block.session);
+        }
+    }
+
+    /// One open block of `session` fewer.
+    fn forget_session(&mut self, session: u64) {
+        if let Some(n) = self.per_session.get_mut(&session) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_session.remove(&session);
+            }
+        }
     }
 }
 
@@ -203,12 +257,38 @@ mod tests {
             body_lines: 0,
         };
         for k in 0..(MAX_OPEN_BLOCKS as u64 + 5) {
-            s.put(k, open);
+            s.put(k % 3, k, open);
         }
         assert_eq!(s.open.len(), MAX_OPEN_BLOCKS);
         assert!(!s.get(0).inside, "oldest forgotten");
         assert!(s.get(MAX_OPEN_BLOCKS as u64 + 4).inside);
-        s.put(7, PemCursor::default());
+        s.put(7 % 3, 7, PemCursor::default());
         assert!(!s.get(7).inside);
+        let counted: usize = s.per_session.values().sum();
+        assert_eq!(counted, s.open.len(), "per-session counts follow evictions");
+    }
+
+    #[test]
+    fn sessions_with_open_blocks_are_known() {
+        let mut s = PemSessions::default();
+        let open = PemCursor {
+            inside: true,
+            body_lines: 0,
+        };
+        s.put(1, 10, open);
+        s.put(1, 11, open);
+        s.put(1, 11, open);
+        assert!(s.has_open_block(1));
+        assert!(!s.has_open_block(2));
+        s.put(1, 10, PemCursor::default());
+        assert!(s.has_open_block(1), "field 11 is still inside a block");
+        s.put(1, 11, PemCursor::default());
+        assert!(!s.has_open_block(1));
+        assert!(s.is_empty());
+        // A stream hash shared by two sessions counts for the one that used it last.
+        s.put(1, 12, open);
+        s.put(2, 12, open);
+        assert!(!s.has_open_block(1));
+        assert!(s.has_open_block(2));
     }
 }
