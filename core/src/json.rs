@@ -139,8 +139,8 @@ pub fn decode_record(line: &[u8], max_bytes: usize) -> Result<Decoded, DecodeErr
         Err(_) => return Err(invalid_utf8(line).unwrap_or_else(unreachable_utf8)),
     };
     if !text.starts_with('{') {
-        // Valid JSON but not an object: parse it (rare) to name what it is.
-        let kind = parse_strict(text.as_bytes()).map_or("a value", |v| kind_of(&v));
+        // Valid JSON but not an object: parse it (rare; already checked) to name what it is.
+        let kind = serde_json::from_str::<Value>(text).map_or("a value", |v| kind_of(&v));
         return Err(DecodeError {
             reason: "not_an_object",
             message: format!("expected a JSON object, found {kind}"),
@@ -168,16 +168,6 @@ pub fn validate_strict(bytes: &[u8]) -> Result<(), DecodeError> {
     .deserialize(&mut de)
     .and_then(|()| de.end())
     .map_err(classify)
-}
-
-/// Parses one JSON document with the depth and duplicate-key rules (input must be UTF-8).
-pub fn parse_strict(bytes: &[u8]) -> Result<Value, DecodeError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = StrictSeed { depth: 0 }
-        .deserialize(&mut de)
-        .and_then(|v| de.end().map(|_| v))
-        .map_err(classify)?;
-    Ok(value)
 }
 
 fn classify(e: serde_json::Error) -> DecodeError {
@@ -248,12 +238,7 @@ impl<'de> Visitor<'de> for Validate<'_, 'de> {
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let depth = self.depth + 1;
-        if depth > MAX_NESTING_DEPTH {
-            return Err(de::Error::custom(format!(
-                "{TOO_DEEP} {MAX_NESTING_DEPTH} levels"
-            )));
-        }
+        let depth = level_below(self.depth)?;
         while seq
             .next_element_seed(Validate {
                 depth,
@@ -264,12 +249,7 @@ impl<'de> Visitor<'de> for Validate<'_, 'de> {
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let depth = self.depth + 1;
-        if depth > MAX_NESTING_DEPTH {
-            return Err(de::Error::custom(format!(
-                "{TOO_DEEP} {MAX_NESTING_DEPTH} levels"
-            )));
-        }
+        let depth = level_below(self.depth)?;
         let start = self.keys.len();
         while let Some(key) = map.next_key_seed(KeySeed)? {
             if self.keys[start..].contains(&key) {
@@ -284,6 +264,14 @@ impl<'de> Visitor<'de> for Validate<'_, 'de> {
         self.keys.truncate(start);
         Ok(())
     }
+}
+
+/// The nesting level of an array's or object's elements, or the depth error past 64.
+fn level_below<E: de::Error>(depth: usize) -> Result<usize, E> {
+    if depth >= MAX_NESTING_DEPTH {
+        return Err(E::custom(format!("{TOO_DEEP} {MAX_NESTING_DEPTH} levels")));
+    }
+    Ok(depth + 1)
 }
 
 /// A key, borrowed from the input unless it had escapes.
@@ -306,80 +294,6 @@ impl<'de> Visitor<'de> for KeySeed {
     }
     fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
         Ok(Cow::Owned(v.to_owned()))
-    }
-}
-
-/// Builds a `Value` like serde_json's own visitor, plus the two checks it does not make.
-struct StrictSeed {
-    depth: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for StrictSeed {
-    type Value = Value;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for StrictSeed {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(v.into())
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(v.into())
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let depth = self.depth + 1;
-        if depth > MAX_NESTING_DEPTH {
-            return Err(de::Error::custom(format!(
-                "{TOO_DEEP} {MAX_NESTING_DEPTH} levels"
-            )));
-        }
-        let mut out = Vec::new();
-        while let Some(v) = seq.next_element_seed(StrictSeed { depth })? {
-            out.push(v);
-        }
-        Ok(Value::Array(out))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let depth = self.depth + 1;
-        if depth > MAX_NESTING_DEPTH {
-            return Err(de::Error::custom(format!(
-                "{TOO_DEEP} {MAX_NESTING_DEPTH} levels"
-            )));
-        }
-        let mut out = Object::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if out.contains_key(&key) {
-                return Err(de::Error::custom(format!("{DUPLICATE} \"{key}\"")));
-            }
-            let v = map.next_value_seed(StrictSeed { depth })?;
-            out.insert(key, v);
-        }
-        Ok(Value::Object(out))
     }
 }
 
