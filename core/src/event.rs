@@ -147,6 +147,16 @@ impl Event {
         }
     }
 
+    /// An event whose body is JSON text a component wrote, with the metadata of the event it
+    /// came from (acks, labels, source).
+    pub fn from_json_parts(text: JsonObjectText, meta: EventMeta) -> Self {
+        Event {
+            raw: Some(text.0),
+            fields: OnceLock::new(),
+            meta,
+        }
+    }
+
     /// The event's fields (parsed from the JSON text on first use).
     pub fn fields(&self) -> &Object {
         self.fields.get_or_init(|| match &self.raw {

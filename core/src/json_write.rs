@@ -61,24 +61,35 @@ pub fn write_object<O: JsonOut>(out: &mut O, fields: &Object) {
     out.push_str("}");
 }
 
-/// Writes a JSON object field by field straight into its text, for sources that build their
-/// records (`decoding: lines`): no `Object` is built just to be serialized again, and the text
-/// is valid by construction. Keys must be distinct (the caller writes a fixed set).
+/// Writes a JSON object field by field straight into its text, for components that build
+/// their records (`decoding: lines`, the `ocsf` transform): no `Object` is built just to be
+/// serialized again, and the text is valid by construction (objects left open are closed by
+/// [`finish`](Self::finish)). Keys within one object must be distinct: the caller writes a
+/// fixed or de-duplicated set.
 pub struct JsonObjectWriter {
     text: String,
+    /// The innermost open object has no member yet (no comma before the next key).
+    empty: bool,
+    /// Objects opened with `begin_object` and not closed yet.
+    depth: usize,
 }
 
 impl JsonObjectWriter {
     pub fn with_capacity(capacity: usize) -> Self {
         let mut text = String::with_capacity(capacity);
         text.push('{');
-        JsonObjectWriter { text }
+        JsonObjectWriter {
+            text,
+            empty: true,
+            depth: 0,
+        }
     }
 
     fn key(&mut self, key: &str) {
-        if self.text.len() > 1 {
+        if !self.empty {
             self.text.push(',');
         }
+        self.empty = false;
         push_json_string(&mut self.text, key);
         self.text.push(':');
     }
@@ -95,14 +106,50 @@ impl JsonObjectWriter {
         self
     }
 
+    pub fn integer(&mut self, key: &str, value: i64) -> &mut Self {
+        self.key(key);
+        self.text.push_str(itoa::Buffer::new().format(value));
+        self
+    }
+
     pub fn boolean(&mut self, key: &str, value: bool) -> &mut Self {
         self.key(key);
         self.text.push_str(if value { "true" } else { "false" });
         self
     }
 
+    /// Any JSON value (serialized as [`write_value`] does).
+    pub fn value(&mut self, key: &str, value: &Value) -> &mut Self {
+        self.key(key);
+        write_value(&mut self.text, value);
+        self
+    }
+
+    /// Opens a nested object under `key`; members written next go into it until
+    /// [`end_object`](Self::end_object).
+    pub fn begin_object(&mut self, key: &str) -> &mut Self {
+        self.key(key);
+        self.text.push('{');
+        self.empty = true;
+        self.depth += 1;
+        self
+    }
+
+    /// Closes the innermost object opened with [`begin_object`](Self::begin_object) (no-op
+    /// at the top level, which only `finish` closes).
+    pub fn end_object(&mut self) -> &mut Self {
+        if self.depth > 0 {
+            self.text.push('}');
+            self.depth -= 1;
+            self.empty = false;
+        }
+        self
+    }
+
     pub fn finish(mut self) -> JsonObjectText {
-        self.text.push('}');
+        for _ in 0..=self.depth {
+            self.text.push('}');
+        }
         JsonObjectText(self.text.into_boxed_str())
     }
 }
@@ -236,5 +283,28 @@ mod tests {
                 serde_json::to_string(&obj).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn nested_objects_are_written_and_left_open_ones_closed_by_finish() {
+        let mut w = JsonObjectWriter::with_capacity(8);
+        w.integer("t", -5)
+            .begin_object("a")
+            .begin_object("b")
+            .string("c", "x")
+            .end_object()
+            .value("d", &serde_json::json!([1, {"e": null}]))
+            .end_object()
+            .begin_object("empty")
+            .end_object()
+            .begin_object("open")
+            .boolean("f", false);
+        let text = w.finish();
+        assert!(validate_strict(text.as_str().as_bytes()).is_ok());
+        assert_eq!(
+            serde_json::Value::Object(text.into_object()),
+            serde_json::json!({"t": -5, "a": {"b": {"c": "x"}, "d": [1, {"e": null}]},
+                               "empty": {}, "open": {"f": false}})
+        );
     }
 }

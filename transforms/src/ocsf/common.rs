@@ -4,7 +4,10 @@
 //! removes `null`s and empty objects (OCSF forbids `null`; an empty endpoint would fail the
 //! schema's "at least one of" rules).
 
+use std::borrow::Cow;
+
 use sessiontrail_core::json::get_path;
+use sessiontrail_core::json_write::JsonObjectWriter;
 use sessiontrail_core::{Object, Value};
 
 use super::{InputSystem, OcsfVersion, ProductOverride};
@@ -201,7 +204,9 @@ pub fn default_product(system: InputSystem) -> (&'static str, &'static str) {
 pub struct MapContext {
     pub version: OcsfVersion,
     /// `metadata.product` per input system, built once (overrides applied).
-    products: Vec<(InputSystem, Object)>,
+    products: Vec<(InputSystem, Value)>,
+    /// For `auto`, which is resolved before mapping (never used).
+    unknown_product: Value,
     /// When the record was received (epoch ms): the time of last resort for records that
     /// carry none (plain transcript text).
     pub received_at_ms: i64,
@@ -218,31 +223,31 @@ impl MapContext {
             InputSystem::Parsec,
         ]
         .into_iter()
-        .map(|s| (s, product_object(s, overrides.get(s))))
+        .map(|s| (s, Value::Object(product_object(s, overrides.get(s)))))
         .collect();
         MapContext {
             version,
             products,
+            unknown_product: Value::Object(product_object(InputSystem::Auto, None)),
             received_at_ms: 0,
         }
     }
 
-    fn product(&self, system: InputSystem) -> Object {
+    fn product(&self, system: InputSystem) -> &Value {
         self.products
             .iter()
             .find(|(s, _)| *s == system)
-            .map(|(_, p)| p.clone())
-            .unwrap_or_else(|| product_object(system, None))
+            .map_or(&self.unknown_product, |(_, p)| p)
     }
 
     /// The skeleton of every event: class, activity, captions, type, time, severity, metadata.
-    pub fn event(
-        &self,
+    pub fn event<'a>(
+        &'a self,
         system: InputSystem,
         class: Class,
-        activity: Activity<'_>,
+        activity: Activity<'a>,
         time_ms: i64,
-    ) -> Object {
+    ) -> OcsfEvent<'a> {
         let info = class.info();
         let (activity_id, activity_name) = match activity {
             Activity::Id(id) => (
@@ -255,25 +260,21 @@ impl MapContext {
             ),
             Activity::Other(name) => (ACTIVITY_OTHER, name),
         };
-        let mut e = Object::new();
-        e.insert("class_uid".into(), info.uid.into());
-        e.insert("class_name".into(), info.name.into());
-        e.insert("category_uid".into(), info.category_uid.into());
-        e.insert("category_name".into(), info.category_name.into());
-        e.insert("activity_id".into(), activity_id.into());
-        e.insert("activity_name".into(), activity_name.into());
-        e.insert("type_uid".into(), (info.uid * 100 + activity_id).into());
-        e.insert(
-            "type_name".into(),
-            format!("{}: {}", info.name, activity_name).into(),
-        );
-        e.insert("time".into(), time_ms.into());
-        e.insert("severity_id".into(), SEVERITY_INFORMATIONAL.into());
-        e.insert("severity".into(), "Informational".into());
-        let mut metadata = Object::new();
-        metadata.insert("version".into(), self.version.as_str().into());
-        metadata.insert("product".into(), Value::Object(self.product(system)));
-        e.insert("metadata".into(), Value::Object(metadata));
+        let mut e = OcsfEvent::with_capacity(48);
+        e.put("class_uid", info.uid);
+        e.put("class_name", info.name);
+        e.put("category_uid", info.category_uid);
+        e.put("category_name", info.category_name);
+        e.put("activity_id", activity_id);
+        e.put("activity_name", activity_name);
+        e.put("type_uid", info.uid * 100 + activity_id);
+        e.put("type_name", format!("{}: {}", info.name, activity_name));
+        e.put("time", time_ms);
+        e.put("severity_id", SEVERITY_INFORMATIONAL);
+        e.put("severity", "Informational");
+        e.put("metadata.version", self.version.as_str());
+        // Written whole: no mapping writes inside `metadata.product`.
+        e.put_whole("metadata.product", self.product(system));
         e
     }
 }
@@ -307,13 +308,13 @@ impl MapContext {
     /// Sets `<object>.hostname`, or `<object>.name` in OCSF 1.3.0 when the value is not a DNS
     /// hostname (1.3.0's `hostname_t` has a pattern; a Windows computer name such as
     /// "山田のPC" does not match it; 1.8.0 accepts any string).
-    pub fn put_hostname(&self, e: &mut Object, object: &str, host: &str) {
+    pub fn put_hostname<'a>(&self, e: &mut OcsfEvent<'a>, object: &str, host: &'a str) {
         let attr = if self.version == OcsfVersion::V1_3_0 && !is_dns_hostname(host) {
             "name"
         } else {
             "hostname"
         };
-        put(e, &format!("{object}.{attr}"), host);
+        e.put(format!("{object}.{attr}"), host);
     }
 }
 
@@ -330,35 +331,231 @@ pub fn is_dns_hostname(s: &str) -> bool {
         })
 }
 
-pub fn set_status(e: &mut Object, status_id: i64) {
-    e.insert("status_id".into(), status_id.into());
-    e.insert("status".into(), status_caption(status_id).into());
+pub fn set_status(e: &mut OcsfEvent<'_>, status_id: i64) {
+    e.put("status_id", status_id);
+    e.put("status", status_caption(status_id));
 }
 
 /// Adds a profile to `metadata.profiles` (an attribute a profile adds is only valid when the
 /// profile is declared).
-pub fn add_profile(e: &mut Object, profile: &str) {
-    if let Some(Value::Object(m)) = e.get_mut("metadata") {
-        let list = m
-            .entry("profiles")
-            .or_insert_with(|| Value::Array(Vec::new()));
-        if let Value::Array(a) = list {
-            if !a.iter().any(|p| p == profile) {
-                a.push(profile.into());
+pub fn add_profile(e: &mut OcsfEvent<'_>, profile: &'static str) {
+    if !e.profiles.contains(&profile) {
+        e.profiles.push(profile);
+    }
+}
+
+/// Inserts `value` at `a.b.c` inside `e` (see [`OcsfEvent::put`]).
+pub fn put<'a>(e: &mut OcsfEvent<'a>, path: &'static str, value: impl Into<Field<'a>>) {
+    e.put(path, value);
+}
+
+/// Inserts an optional string.
+pub fn put_opt<'a>(e: &mut OcsfEvent<'a>, path: &'static str, value: Option<&'a str>) {
+    if let Some(v) = value {
+        e.put(path, v);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The OCSF event being built.
+
+/// A value of an OCSF event: borrowed from the source record where it can be.
+#[derive(Debug, Clone)]
+pub enum Field<'a> {
+    Str(Cow<'a, str>),
+    Int(i64),
+    Bool(bool),
+    /// Numbers, arrays and objects written whole.
+    Json(Cow<'a, Value>),
+}
+
+impl<'a> From<&'a str> for Field<'a> {
+    fn from(s: &'a str) -> Self {
+        Field::Str(Cow::Borrowed(s))
+    }
+}
+impl From<String> for Field<'_> {
+    fn from(s: String) -> Self {
+        Field::Str(Cow::Owned(s))
+    }
+}
+impl From<i64> for Field<'_> {
+    fn from(n: i64) -> Self {
+        Field::Int(n)
+    }
+}
+impl From<i32> for Field<'_> {
+    fn from(n: i32) -> Self {
+        Field::Int(n.into())
+    }
+}
+impl From<bool> for Field<'_> {
+    fn from(b: bool) -> Self {
+        Field::Bool(b)
+    }
+}
+impl From<Value> for Field<'_> {
+    fn from(v: Value) -> Self {
+        match v {
+            Value::String(s) => Field::Str(Cow::Owned(s)),
+            Value::Bool(b) => Field::Bool(b),
+            other => Field::Json(Cow::Owned(other)),
+        }
+    }
+}
+impl<'a> From<&'a Value> for Field<'a> {
+    fn from(v: &'a Value) -> Self {
+        match v {
+            Value::String(s) => Field::Str(Cow::Borrowed(s)),
+            Value::Bool(b) => Field::Bool(*b),
+            other => Field::Json(Cow::Borrowed(other)),
+        }
+    }
+}
+impl From<serde_json::Number> for Field<'_> {
+    fn from(n: serde_json::Number) -> Self {
+        Field::Json(Cow::Owned(Value::Number(n)))
+    }
+}
+
+/// An OCSF event under construction: a flat list of (dotted path, value) pairs, written out as
+/// nested JSON text once. Building a `Value` tree per event (a map node and a key allocation
+/// per member, a walk per `a.b.c` insert) and serializing it again in the sink was most of the
+/// transform's cost; the pairs borrow the source record's strings instead of copying them.
+#[derive(Debug, Default)]
+pub struct OcsfEvent<'a> {
+    entries: Vec<(Cow<'static, str>, Field<'a>)>,
+    /// `metadata.profiles`, in the order they were added.
+    profiles: Vec<&'static str>,
+}
+
+impl<'a> OcsfEvent<'a> {
+    pub fn with_capacity(n: usize) -> Self {
+        OcsfEvent {
+            entries: Vec::with_capacity(n),
+            profiles: Vec::new(),
+        }
+    }
+
+    /// Sets `a.b.c` as inserting into a JSON tree would: a later value for the same path
+    /// replaces an earlier one, an object value is merged member by member (so `put("user",
+    /// {...})` and `put("user.uid", ...)` combine), `null`s are dropped (OCSF forbids them) and
+    /// so are empty objects.
+    pub fn put(&mut self, path: impl Into<Cow<'static, str>>, value: impl Into<Field<'a>>) {
+        let path = path.into();
+        match value.into() {
+            Field::Json(Cow::Owned(Value::Null)) | Field::Json(Cow::Borrowed(Value::Null)) => {}
+            Field::Json(Cow::Owned(Value::Object(members))) => {
+                for (k, v) in members {
+                    self.put(format!("{path}.{k}"), v);
+                }
             }
+            Field::Json(Cow::Borrowed(Value::Object(members))) => {
+                for (k, v) in members {
+                    self.put(format!("{path}.{k}"), v);
+                }
+            }
+            Field::Json(Cow::Owned(mut v)) => {
+                if !strip_nulls(&mut v) {
+                    self.entries.push((path, Field::Json(Cow::Owned(v))));
+                }
+            }
+            Field::Json(Cow::Borrowed(v)) => {
+                if has_null(v) {
+                    self.put(path, v.clone());
+                } else {
+                    self.entries.push((path, Field::Json(Cow::Borrowed(v))));
+                }
+            }
+            field => self.entries.push((path, field)),
+        }
+    }
+
+    /// Sets `path` to a whole object nothing else is written into (not split into members).
+    pub fn put_whole(&mut self, path: &'static str, value: &'a Value) {
+        self.entries
+            .push((Cow::Borrowed(path), Field::Json(Cow::Borrowed(value))));
+    }
+
+    /// The value set at exactly `path`, if any (the last one set).
+    pub fn get(&self, path: &str) -> Option<&Field<'a>> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|(p, _)| p == path)
+            .map(|(_, v)| v)
+    }
+
+    /// Writes the event as nested JSON members into `w` (an open object).
+    pub fn write(mut self, w: &mut JsonObjectWriter) {
+        if !self.profiles.is_empty() {
+            let list = self.profiles.iter().map(|p| Value::from(*p)).collect();
+            self.entries.push((
+                Cow::Borrowed("metadata.profiles"),
+                Field::Json(Cow::Owned(Value::Array(list))),
+            ));
+        }
+        // Stable: of equal paths the one set last is last.
+        self.entries.sort_by(|a, b| path_order(&a.0, &b.0));
+        let n = self.entries.len();
+        // Segments of the objects currently open, outermost first.
+        let mut open: Vec<&str> = Vec::with_capacity(4);
+        for i in 0..n {
+            let (path, field) = &self.entries[i];
+            if let Some((next, _)) = self.entries.get(i + 1) {
+                // Replaced by a later value for the same path, or by members written inside
+                // it (a leaf then an object at the same place: the object wins).
+                if next == path || is_inside(next, path) {
+                    continue;
+                }
+            }
+            let mut segments = path.split('.');
+            let leaf = segments.next_back().unwrap_or("");
+            let parents: Vec<&str> = segments.collect();
+            let common = open
+                .iter()
+                .zip(&parents)
+                .take_while(|(a, b)| a == b)
+                .count();
+            for _ in common..open.len() {
+                w.end_object();
+            }
+            open.truncate(common);
+            for p in &parents[common..] {
+                w.begin_object(p);
+                open.push(p);
+            }
+            match field {
+                Field::Str(s) => w.string(leaf, s),
+                Field::Int(n) => w.integer(leaf, *n),
+                Field::Bool(b) => w.boolean(leaf, *b),
+                Field::Json(v) => w.value(leaf, v),
+            };
+        }
+        for _ in 0..open.len() {
+            w.end_object();
         }
     }
 }
 
-/// Inserts `value` at `a.b.c` inside `e`, creating objects on the way.
-pub fn put(e: &mut Object, path: &str, value: impl Into<Value>) {
-    sessiontrail_core::json::set_path(e, path, value.into());
+/// Orders dotted paths segment by segment (`a` < `a.b` < `a_c`), which keeps the members of
+/// one object next to each other and orders keys as JSON maps do.
+fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let key = |c: u8| if c == b'.' { 0 } else { c };
+    a.bytes().map(key).cmp(b.bytes().map(key))
 }
 
-/// Inserts an optional string.
-pub fn put_opt(e: &mut Object, path: &str, value: Option<&str>) {
-    if let Some(v) = value {
-        put(e, path, v);
+/// `inner` is a member path below `outer` (`a.b.c` is inside `a.b`).
+fn is_inside(inner: &str, outer: &str) -> bool {
+    inner.len() > outer.len() && inner.starts_with(outer) && inner.as_bytes()[outer.len()] == b'.'
+}
+
+fn has_null(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.iter().any(has_null),
+        Value::Object(m) => m.is_empty() || m.values().any(has_null),
+        _ => false,
     }
 }
 
@@ -711,5 +908,61 @@ mod tests {
             Value::Object(o),
             serde_json::json!({"detail":{"a":{"c":2}}})
         );
+    }
+
+    fn written(e: OcsfEvent<'_>) -> Value {
+        let mut w = JsonObjectWriter::with_capacity(64);
+        e.write(&mut w);
+        let text = w.finish();
+        assert!(sessiontrail_core::json::validate_strict(text.as_str().as_bytes()).is_ok());
+        Value::Object(text.into_object())
+    }
+
+    #[test]
+    fn an_event_is_written_as_the_tree_its_paths_describe() {
+        let src = serde_json::json!({"os": {"name": "Windows", "gone": null}, "list": [1, null]});
+        let mut e = OcsfEvent::default();
+        e.put("b.z", 1);
+        e.put("a", "x");
+        e.put("b.a.c", true);
+        e.put(String::from("b.a_b"), String::from("owned"));
+        e.put("b.a.d", -7);
+        e.put("c", &src["os"]);
+        e.put("c.version", "11");
+        e.put("d", src["list"].clone());
+        e.put("e", Value::Null);
+        e.put("f", Value::Object(Object::new()));
+        add_profile(&mut e, "host");
+        add_profile(&mut e, "host");
+        assert_eq!(
+            written(e),
+            serde_json::json!({
+                "a": "x",
+                "b": {"a": {"c": true, "d": -7}, "a_b": "owned", "z": 1},
+                "c": {"name": "Windows", "version": "11"},
+                "d": [1],
+                "metadata": {"profiles": ["host"]},
+            })
+        );
+    }
+
+    #[test]
+    fn the_last_value_set_for_a_path_wins_and_members_replace_a_leaf() {
+        let mut e = OcsfEvent::default();
+        e.put("message", "first");
+        e.put("message", "second");
+        e.put("user", "a leaf");
+        e.put("user.name", "anna");
+        assert_eq!(
+            written(e),
+            serde_json::json!({"message": "second", "user": {"name": "anna"}})
+        );
+    }
+
+    #[test]
+    fn paths_sort_segment_by_segment() {
+        let mut paths = vec!["a_c", "a.b", "a", "a-b", "ab.c"];
+        paths.sort_by(|a, b| path_order(a, b));
+        assert_eq!(paths, vec!["a", "a.b", "a-b", "a_c", "ab.c"]);
     }
 }

@@ -26,11 +26,12 @@ use serde::Deserialize;
 use sessiontrail_core::component::{
     run_function_transform, ComponentTask, FunctionTransform, TransformContext, TransformOutput,
 };
+use sessiontrail_core::json_write::JsonObjectWriter;
 use sessiontrail_core::{
     BuildError, DeadLetter, DeliveryStatus, Event, Labels, Object, TransformConfig, Value,
 };
 
-use common::{remove_path, strip_object, MapContext, MapError};
+use common::{remove_path, strip_object, MapContext, MapError, OcsfEvent};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -190,18 +191,18 @@ impl TransformConfig for OcsfConfig {
 }
 
 /// What a mapping produced from one record.
-pub struct Mapped {
+pub struct Mapped<'a> {
     /// The OCSF events, each with the `unmapped` members the mapping computed itself
     /// (`end_reason`, `reported_duration_s`, a command's `output`...).
-    pub events: Vec<(Object, Object)>,
+    pub events: Vec<(OcsfEvent<'a>, Object)>,
     /// Source fields the mapping consumed, as (prefix, path); everything else goes to
     /// `unmapped`.
     pub used: Vec<(&'static str, &'static str)>,
 }
 
-impl Mapped {
+impl<'a> Mapped<'a> {
     pub fn one(
-        event: Object,
+        event: OcsfEvent<'a>,
         extra_unmapped: Object,
         used: Vec<(&'static str, &'static str)>,
     ) -> Self {
@@ -232,18 +233,23 @@ impl OcsfTransform {
     }
 
     /// Maps one record: the OCSF events, or why it cannot be mapped.
-    pub fn map_record(&mut self, fields: &Object, labels: &Labels) -> Result<Mapped, MapError> {
+    pub fn map_record<'a>(
+        &'a mut self,
+        fields: &'a Object,
+        labels: &'a Labels,
+    ) -> Result<Mapped<'a>, MapError> {
         let system = match self.from {
             InputSystem::Auto => detect::detect(fields, labels)?,
             s => s,
         };
+        let cx = &self.cx;
         match system {
-            InputSystem::WindowsSession => windows::map(fields, &self.cx),
-            InputSystem::SsmCloudtrail => ssm_cloudtrail::map(fields, &self.cx),
-            InputSystem::SsmSessionStream => ssm_stream::map(fields, &self.cx, &mut self.prompts),
-            InputSystem::SsmTranscript => ssm_transcript::map(fields, labels, &self.cx),
-            InputSystem::Wsb => wsb::map(fields, &self.cx),
-            InputSystem::Parsec => parsec::map(fields, &self.cx),
+            InputSystem::WindowsSession => windows::map(fields, cx),
+            InputSystem::SsmCloudtrail => ssm_cloudtrail::map(fields, cx),
+            InputSystem::SsmSessionStream => ssm_stream::map(fields, cx, &mut self.prompts),
+            InputSystem::SsmTranscript => ssm_transcript::map(fields, labels, cx),
+            InputSystem::Wsb => wsb::map(fields, cx),
+            InputSystem::Parsec => parsec::map(fields, cx),
             InputSystem::Auto => Err(MapError::missing("(input system)")),
         }
     }
@@ -255,35 +261,42 @@ impl OcsfTransform {
     #[allow(clippy::result_large_err)]
     pub fn convert(&mut self, event: Event) -> Result<Vec<Event>, Event> {
         self.cx.received_at_ms = event.meta.received_at.timestamp_millis();
-        let mapped = match self.map_record(event.fields(), &event.meta.labels) {
-            Ok(m) => m,
-            Err(e) => {
-                return Err(DeadLetter::from_event(
-                    &self.name, e.reason, e.message, event,
-                ))
+        let name = Arc::clone(&self.name);
+        let keep_raw = self.keep_raw;
+        // The mapped members are written while the source record is borrowed; the object is
+        // left open for `unmapped` (what is left of the record once the used fields are
+        // taken out) and `raw_data`.
+        let (writers, extras, used) = match self.map_record(event.fields(), &event.meta.labels) {
+            Ok(m) => {
+                let mut writers = Vec::with_capacity(m.events.len());
+                let mut extras = Vec::with_capacity(m.events.len());
+                for (ocsf, extra) in m.events {
+                    let mut w = JsonObjectWriter::with_capacity(2048);
+                    ocsf.write(&mut w);
+                    writers.push(w);
+                    extras.push(extra);
+                }
+                (writers, extras, m.used)
             }
+            Err(e) => return Err(DeadLetter::from_event(&name, e.reason, e.message, event)),
         };
-        let raw = if self.keep_raw {
-            Some(event.to_json_string())
-        } else {
-            None
-        };
-        if mapped.events.is_empty() {
+        if writers.is_empty() {
             // Nothing to map (a blank transcript line, a transcript of only its header): the
             // record is handled, not failed, or its source would re-read it forever.
             event.ack(DeliveryStatus::Filtered);
             return Ok(Vec::new());
         }
+        let raw = keep_raw.then(|| event.to_json_string());
         let (mut fields, meta) = event.into_parts();
         let mut original_meta = Some(meta);
-        for (prefix, path) in &mapped.used {
+        for (prefix, path) in &used {
             remove_path(&mut fields, prefix, path);
         }
         strip_object(&mut fields);
-        let count = mapped.events.len();
+        let count = writers.len();
         let mut leftover = Some(fields);
         let mut out = Vec::with_capacity(count);
-        for (i, (mut ocsf, extra)) in mapped.events.into_iter().enumerate() {
+        for (i, (mut w, extra)) in writers.into_iter().zip(extras).enumerate() {
             // The last event takes the leftovers, the others get a copy.
             let mut unmapped = if i + 1 == count {
                 leftover.take().unwrap_or_default()
@@ -295,12 +308,11 @@ impl OcsfTransform {
             }
             strip_object(&mut unmapped);
             if !unmapped.is_empty() {
-                ocsf.insert("unmapped".into(), Value::Object(unmapped));
+                w.value("unmapped", &Value::Object(unmapped));
             }
             if let Some(r) = &raw {
-                ocsf.insert("raw_data".into(), r.as_str().into());
+                w.string("raw_data", r);
             }
-            strip_object(&mut ocsf);
             // The last event takes the original metadata, the others a copy: every ack token
             // made here must travel on, since a token dropped unresolved counts as a failed
             // delivery for the source.
@@ -310,7 +322,7 @@ impl OcsfTransform {
                 original_meta.clone()
             };
             if let Some(meta) = meta {
-                out.push(Event::from_parts(ocsf, meta));
+                out.push(Event::from_json_parts(w.finish(), meta));
             }
         }
         Ok(out)

@@ -15,13 +15,13 @@ use sessiontrail_core::{Object, Value};
 
 use super::common::{
     add_profile, is_ip, os_object, put, put_opt, set_status, user_named, Activity, Class,
-    MapContext, MapError, Reader, STATUS_FAILURE, STATUS_SUCCESS,
+    MapContext, MapError, OcsfEvent, Reader, STATUS_FAILURE, STATUS_SUCCESS,
 };
 use super::{InputSystem, Mapped};
 
 const SYSTEM: InputSystem = InputSystem::Parsec;
 
-pub fn map(src: &Object, cx: &MapContext) -> Result<Mapped, MapError> {
+pub fn map<'a>(src: &'a Object, cx: &'a MapContext) -> Result<Mapped<'a>, MapError> {
     let mut r = Reader::new(src);
     let id = r.req_str("id")?;
     let name = r.req_str("name")?;
@@ -80,15 +80,15 @@ fn is_client_perspective(r: &Reader<'_>, user_id: Option<&str>) -> bool {
     }
 }
 
-fn connection(
-    r: &mut Reader<'_>,
-    cx: &MapContext,
-    name: &str,
-    attempt: &str,
+fn connection<'a>(
+    r: &mut Reader<'a>,
+    cx: &'a MapContext,
+    name: &'a str,
+    attempt: &'a str,
     time_ms: i64,
     user_id: Option<&str>,
     email: Option<&str>,
-) -> Result<Object, MapError> {
+) -> Result<OcsfEvent<'a>, MapError> {
     let exit_code = r.i64("data.exit_code");
     let failed = exit_code.is_some_and(|c| c != 0);
     let activity = match name {
@@ -133,7 +133,9 @@ fn connection(
         if let Some(m) = email {
             user = user_named(m);
         }
-        put_opt(&mut user, "uid", user_id);
+        if let Some(u) = user_id {
+            user.insert("uid".into(), u.into());
+        }
     } else if let Some(c) = r.peek("data.client_user_id").and_then(Value::as_i64) {
         user.insert("uid".into(), c.to_string().into());
     }
@@ -172,14 +174,14 @@ fn connection(
     Ok(e)
 }
 
-fn admin(
-    r: &mut Reader<'_>,
-    cx: &MapContext,
-    name: &str,
+fn admin<'a>(
+    r: &mut Reader<'a>,
+    cx: &'a MapContext,
+    name: &'a str,
     time_ms: i64,
     user_id: Option<&str>,
     email: Option<&str>,
-) -> Object {
+) -> OcsfEvent<'a> {
     let verb = name.rsplit('_').next().unwrap_or(name);
     let activity = match verb {
         "create" | "add" | "invite" => Activity::Id(1),
@@ -194,7 +196,9 @@ fn admin(
         Some(m) => user_named(m),
         None => Object::new(),
     };
-    put_opt(&mut user, "uid", user_id);
+    if let Some(u) = user_id {
+        user.insert("uid".into(), u.into());
+    }
     if user.is_empty() {
         user.insert("name".into(), "unknown".into());
     }

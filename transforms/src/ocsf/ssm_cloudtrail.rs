@@ -18,7 +18,7 @@ use super::{InputSystem, Mapped};
 
 const SYSTEM: InputSystem = InputSystem::SsmCloudtrail;
 
-pub fn map(src: &Object, cx: &MapContext) -> Result<Mapped, MapError> {
+pub fn map<'a>(src: &'a Object, cx: &'a MapContext) -> Result<Mapped<'a>, MapError> {
     // EventBridge envelope (`detail` holds the CloudTrail record) or a bare record.
     let enveloped = src.contains_key("detail-type") || src.contains_key("detail");
     let (detail, prefix): (&Object, &'static str) = if enveloped {
@@ -74,13 +74,8 @@ pub fn map(src: &Object, cx: &MapContext) -> Result<Mapped, MapError> {
     if let Some(k) = r.str("userIdentity.accessKeyId") {
         user.insert("credential_uid".into(), k.into());
     }
-    if let Some(acct) = r.str("userIdentity.accountId") {
-        user.insert(
-            "account".into(),
-            serde_json::json!({"uid": acct, "type_id": 10, "type": "AWS Account"}),
-        );
-    }
-    if user.is_empty() {
+    let account = r.str("userIdentity.accountId");
+    if user.is_empty() && account.is_none() {
         return Err(MapError::missing(if prefix.is_empty() {
             "userIdentity.arn"
         } else {
@@ -88,6 +83,11 @@ pub fn map(src: &Object, cx: &MapContext) -> Result<Mapped, MapError> {
         }));
     }
     put(&mut e, "actor.user", Value::Object(user));
+    if let Some(acct) = account {
+        put(&mut e, "actor.user.account.uid", acct);
+        put(&mut e, "actor.user.account.type_id", 10);
+        put(&mut e, "actor.user.account.type", "AWS Account");
+    }
     put_opt(
         &mut e,
         "actor.session.issuer",

@@ -9,13 +9,16 @@
 //! with activity 99 "Output", so every record comes out. `process.cmd_line` is the command as
 //! it arrived: the `redact` transform must run before this one.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use regex::Regex;
 use sessiontrail_core::{Object, Value};
 
-use super::common::{put, put_opt, user_named, Activity, Class, MapContext, MapError, Reader};
+use super::common::{
+    put, put_opt, user_named, Activity, Class, Field, MapContext, MapError, OcsfEvent, Reader,
+};
 use super::{InputSystem, Mapped};
 
 const SYSTEM: InputSystem = InputSystem::SsmSessionStream;
@@ -152,7 +155,11 @@ pub fn split_commands<'a>(
     commands
 }
 
-pub fn map(src: &Object, cx: &MapContext, prompts: &mut PromptTracker) -> Result<Mapped, MapError> {
+pub fn map<'a>(
+    src: &'a Object,
+    cx: &'a MapContext,
+    prompts: &mut PromptTracker,
+) -> Result<Mapped<'a>, MapError> {
     let mut r = Reader::new(src);
     let session_id = r.req_str("sessionId")?;
     let (time_ms, original_time) = r.req_time("eventTime", false)?;
@@ -209,7 +216,7 @@ pub fn map(src: &Object, cx: &MapContext, prompts: &mut PromptTracker) -> Result
             put(&mut e, "cloud.provider", "AWS");
             put(&mut e, "cloud.region", reg);
         }
-        common_process_fields(&mut e, session_id, Some(instance), arn, run_as);
+        common_process_fields(&mut e, session_id, Some(instance.into()), arn, run_as);
         // Synthetic: the read's time and position, stable when the record is read again.
         let extra = command_fields(&mut e, session_id, time_ms, n, c);
         events.push((e, extra));
@@ -223,8 +230,8 @@ pub fn map(src: &Object, cx: &MapContext, prompts: &mut PromptTracker) -> Result
 /// The command-specific part of a Process Activity (shared with the transcript mapping):
 /// a synthetic `process.uid` (session, read time and position: stable when the record is
 /// read again), the command line and message; the output lines are returned for `unmapped`.
-pub fn command_fields(
-    e: &mut Object,
+pub fn command_fields<'a>(
+    e: &mut OcsfEvent<'a>,
     session_id: &str,
     time_ms: i64,
     n: usize,
@@ -233,7 +240,8 @@ pub fn command_fields(
     put(e, "process.uid", format!("{session_id}:{time_ms}:{n}"));
     match c.cmd_line {
         Some(cmd) => {
-            put(e, "process.cmd_line", cmd);
+            // Copied: a transcript's commands are cut from text cleaned of escape sequences.
+            put(e, "process.cmd_line", cmd.to_string());
             put(e, "message", format!("Command run in session {session_id}"));
         }
         None => put(
@@ -253,12 +261,12 @@ pub fn command_fields(
 }
 
 /// Who ran it, where, in which session (shared with the transcript mapping).
-pub fn common_process_fields(
-    e: &mut Object,
-    session_id: &str,
-    instance: Option<&str>,
-    owner_arn: Option<&str>,
-    run_as: Option<&str>,
+pub fn common_process_fields<'a>(
+    e: &mut OcsfEvent<'a>,
+    session_id: &'a str,
+    instance: Option<Cow<'a, str>>,
+    owner_arn: Option<&'a str>,
+    run_as: Option<&'a str>,
 ) {
     put(e, "actor.session.uid", session_id);
     put(e, "process.session.uid", session_id);
@@ -274,7 +282,7 @@ pub fn common_process_fields(
     put(e, "device.type_id", 0);
     put(e, "device.type", "Unknown");
     match instance {
-        Some(i) => put(e, "device.instance_uid", i),
+        Some(i) => e.put("device.instance_uid", Field::Str(i)),
         // The schema requires an identifier; the transcript did not say which node.
         None => put(e, "device.name", "unknown"),
     }

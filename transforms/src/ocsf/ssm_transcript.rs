@@ -12,6 +12,8 @@
 //! upload time, not the command's, and are the event time only when the record has no
 //! `timestamp` / `eventTime`; text with neither gets the time it was received.
 
+use std::borrow::Cow;
+
 use sessiontrail_core::{Labels, Object, Value};
 
 use super::common::{put, put_opt, Class, MapContext, MapError, Reader};
@@ -23,7 +25,11 @@ const SYSTEM: InputSystem = InputSystem::SsmTranscript;
 /// Where a transcript's location can be found, in order: record fields, then labels.
 const LOCATION_KEYS: &[&str] = &["file", "path", "key"];
 
-pub fn map(src: &Object, labels: &Labels, cx: &MapContext) -> Result<Mapped, MapError> {
+pub fn map<'a>(
+    src: &'a Object,
+    labels: &'a Labels,
+    cx: &'a MapContext,
+) -> Result<Mapped<'a>, MapError> {
     let mut r = Reader::new(src);
     // A blank line of a transcript read line by line carries no command and no output.
     if src.get("message").and_then(Value::as_str) == Some("") {
@@ -35,12 +41,11 @@ pub fn map(src: &Object, labels: &Labels, cx: &MapContext) -> Result<Mapped, Map
     let text = r.req_str("message")?;
     let location = location(src, labels);
     let session_id = match r.opt_str_strict("sessionId")? {
-        Some(s) => s.to_string(),
+        Some(s) => s,
         None => match r.opt_str_strict("session_id")? {
-            Some(s) => s.to_string(),
+            Some(s) => s,
             None => location
                 .and_then(session_from_path)
-                .map(str::to_string)
                 .ok_or_else(|| MapError::missing("sessionId"))?,
         },
     };
@@ -69,12 +74,13 @@ pub fn map(src: &Object, labels: &Labels, cx: &MapContext) -> Result<Mapped, Map
         }
         None => script_time.unwrap_or(cx.received_at_ms),
     };
-    let instance = r
+    let instance: Option<Cow<'a, str>> = r
         .str("target.id")
         .or_else(|| r.str("instance_id"))
-        .map(str::to_string)
-        .or_else(|| location.and_then(find_instance_id).map(str::to_string))
-        .or(header_instance.map(str::to_string));
+        .or_else(|| location.and_then(find_instance_id))
+        .map(Cow::Borrowed)
+        // Cut from the cleaned text, which does not outlive this function.
+        .or(header_instance.map(|h| Cow::Owned(h.to_string())));
     let arn = r.str("userIdentity.arn");
     let run_as = r.str("runAsUser");
     for k in LOCATION_KEYS {
@@ -98,8 +104,8 @@ pub fn map(src: &Object, labels: &Labels, cx: &MapContext) -> Result<Mapped, Map
             "metadata.log_provider",
             "AWS Systems Manager session log",
         );
-        common_process_fields(&mut e, &session_id, instance.as_deref(), arn, run_as);
-        let extra = command_fields(&mut e, &session_id, time_ms, n, c);
+        common_process_fields(&mut e, session_id, instance.clone(), arn, run_as);
+        let extra = command_fields(&mut e, session_id, time_ms, n, c);
         events.push((e, extra));
     }
     Ok(Mapped {

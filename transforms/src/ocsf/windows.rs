@@ -11,7 +11,7 @@
 use sessiontrail_core::{Object, Value};
 
 use super::common::{
-    os_object, put, put_opt, set_status, Activity, Class, MapContext, MapError, Reader,
+    os_object, put, put_opt, set_status, Activity, Class, MapContext, MapError, OcsfEvent, Reader,
     STATUS_FAILURE, STATUS_SUCCESS,
 };
 use super::{InputSystem, Mapped};
@@ -34,7 +34,7 @@ const WINDOWS_LOGON_TYPES: &[(i64, &str)] = &[
     (11, "Cached Interactive"),
 ];
 
-pub fn map(src: &Object, cx: &MapContext) -> Result<Mapped, MapError> {
+pub fn map<'a>(src: &'a Object, cx: &'a MapContext) -> Result<Mapped<'a>, MapError> {
     let mut r = Reader::new(src);
     let event_type = r.req_str("event_type")?;
     match event_type {
@@ -70,7 +70,12 @@ fn common<'a>(r: &mut Reader<'a>) -> Result<Common<'a>, MapError> {
     })
 }
 
-fn base(cx: &MapContext, c: &Common<'_>, r: &mut Reader<'_>, activity: Activity<'_>) -> Object {
+fn base<'a>(
+    cx: &'a MapContext,
+    c: &Common<'a>,
+    r: &mut Reader<'a>,
+    activity: Activity<'a>,
+) -> OcsfEvent<'a> {
     let mut e = cx.event(SYSTEM, Class::Authentication, activity, c.time_ms);
     put(&mut e, "metadata.uid", c.event_id);
     put(&mut e, "metadata.original_time", c.original_time);
@@ -80,10 +85,10 @@ fn base(cx: &MapContext, c: &Common<'_>, r: &mut Reader<'_>, activity: Activity<
 }
 
 /// User, target host and the primary Windows event of a notify or end record.
-fn subject_and_resource(
-    cx: &MapContext,
-    e: &mut Object,
-    r: &mut Reader<'_>,
+fn subject_and_resource<'a>(
+    cx: &'a MapContext,
+    e: &mut OcsfEvent<'a>,
+    r: &mut Reader<'a>,
 ) -> Result<(), MapError> {
     let user_id = r.req_str("user_id")?;
     let resource_id = r.req_str("resource_id")?;
@@ -127,7 +132,7 @@ fn subject_and_resource(
     Ok(())
 }
 
-fn notify(mut r: Reader<'_>, cx: &MapContext) -> Result<Mapped, MapError> {
+fn notify<'a>(mut r: Reader<'a>, cx: &'a MapContext) -> Result<Mapped<'a>, MapError> {
     let c = common(&mut r)?;
     let trigger = r.req_str("event_trigger")?;
     let channel = r.req_str("channel_type")?;
@@ -189,7 +194,7 @@ fn notify(mut r: Reader<'_>, cx: &MapContext) -> Result<Mapped, MapError> {
     Ok(Mapped::one(e, extra, r.used()))
 }
 
-fn end(mut r: Reader<'_>, cx: &MapContext) -> Result<Mapped, MapError> {
+fn end<'a>(mut r: Reader<'a>, cx: &'a MapContext) -> Result<Mapped<'a>, MapError> {
     let c = common(&mut r)?;
     let trigger = r.req_str("end_trigger")?;
     let reason = r.req_str("reason")?;
@@ -213,7 +218,7 @@ fn end(mut r: Reader<'_>, cx: &MapContext) -> Result<Mapped, MapError> {
     Ok(Mapped::one(e, extra, r.used()))
 }
 
-fn correction(mut r: Reader<'_>, cx: &MapContext) -> Result<Mapped, MapError> {
+fn correction<'a>(mut r: Reader<'a>, cx: &'a MapContext) -> Result<Mapped<'a>, MapError> {
     let c = common(&mut r)?;
     // The corpus format (`updater_id`, `reason_comment`, `status_after`,
     // `corrected_end_timestamp`) with the API's short names accepted as well.

@@ -24,7 +24,7 @@ use sessiontrail_core::{Object, Value};
 
 use super::common::{
     add_profile, epoch_ms, put, put_opt, set_status, user_named, Activity, Class, MapContext,
-    MapError, Reader, STATUS_FAILURE, STATUS_SUCCESS,
+    MapError, OcsfEvent, Reader, STATUS_FAILURE, STATUS_SUCCESS,
 };
 use super::{InputSystem, Mapped};
 
@@ -71,7 +71,7 @@ fn kind_of(name: &str) -> Kind {
     }
 }
 
-pub fn map(src: &Object, cx: &MapContext) -> Result<Mapped, MapError> {
+pub fn map<'a>(src: &'a Object, cx: &'a MapContext) -> Result<Mapped<'a>, MapError> {
     let mut r = Reader::new(src);
     let name = r.req_str("activity_name")?;
     let time_ms = match r.peek("time") {
@@ -124,7 +124,7 @@ pub fn map(src: &Object, cx: &MapContext) -> Result<Mapped, MapError> {
         ));
     }
 
-    let dst = |e: &mut Object| {
+    let dst = |e: &mut OcsfEvent<'a>| {
         put_opt(e, "dst_endpoint.ip", portal_ip);
         put_opt(e, "dst_endpoint.uid", portal_id);
     };
