@@ -211,6 +211,190 @@ pub fn run_function_transform<T: FunctionTransform>(
     })
 }
 
+/// A [`FunctionTransform`] that can run as several copies on as many threads, for transforms
+/// whose per-record work is the pipeline's bottleneck (`ocsf`). Each copy has its own state; a
+/// record goes to the copy its [`partition_key`](Self::partition_key) picks, so records that
+/// share state (one SSM session's reads) meet the same copy in order. Outputs leave in the
+/// order of the inputs that made them, as with one copy.
+pub trait ParallelTransform: FunctionTransform + Sized {
+    /// Which copy must see this record (`None`: any).
+    fn partition_key(&self, event: &Event) -> Option<u64>;
+    /// A new copy: same settings, empty state.
+    fn fork(&self) -> Self;
+}
+
+/// Batches smaller than this are not split: a thread hand-off costs more than it saves.
+const MIN_EVENTS_TO_SPLIT: usize = 64;
+
+/// What one copy made of its share of a batch, each output tagged with its input's position.
+#[derive(Default)]
+struct ShareOutput {
+    out: Vec<(usize, Event)>,
+    dropped: Vec<(usize, Event)>,
+    discarded: u64,
+}
+
+fn transform_share<T: FunctionTransform>(t: &mut T, share: Vec<(usize, Event)>) -> ShareOutput {
+    let mut result = TransformOutput::default();
+    // The input position of each output and dead letter, in step with `result`.
+    let mut out_from = Vec::with_capacity(share.len());
+    let mut dropped_from = Vec::new();
+    for (i, event) in share {
+        t.transform(event, &mut result);
+        out_from.resize(result.out.len(), i);
+        dropped_from.resize(result.dropped.len(), i);
+    }
+    ShareOutput {
+        out: out_from.into_iter().zip(result.out).collect(),
+        dropped: dropped_from.into_iter().zip(result.dropped).collect(),
+        discarded: result.discarded,
+    }
+}
+
+/// Runs `threads` copies of a [`ParallelTransform`] (one when `threads` <= 1): each batch is
+/// split between the copies by partition key, the shares are transformed at the same time,
+/// and the outputs are put back in input order.
+pub fn run_parallel_function_transform<T: ParallelTransform>(
+    t: T,
+    threads: usize,
+    cx: TransformContext,
+) -> ComponentTask {
+    if threads <= 1 {
+        return run_function_transform(t, cx);
+    }
+    let TransformContext {
+        name,
+        mut input,
+        out,
+        dropped,
+        metrics,
+        ..
+    } = cx;
+    let mut copies = ParallelCopies::new(t, threads);
+    Box::pin(async move {
+        let fail = |e: String| ComponentError(format!("transform {name}: {e}"));
+        while let Some(batch) = input.recv().await {
+            let bytes: usize = batch.iter().map(|e| e.meta.byte_size).sum();
+            metrics.add_received(batch.len() as u64, bytes as u64);
+            let result = copies.transform_batch(batch).map_err(fail)?;
+            metrics.add_discarded(result.discarded);
+            if !result.dropped.is_empty() {
+                dropped
+                    .send_dead_letters(result.dropped)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            out.send(result.out)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        Ok(())
+    })
+}
+
+/// The copies of a [`ParallelTransform`] and the batch splitting.
+pub struct ParallelCopies<T> {
+    copies: Vec<T>,
+    /// The copy the next record without a partition key goes to (round robin).
+    next_free: usize,
+}
+
+impl<T: ParallelTransform> ParallelCopies<T> {
+    pub fn new(t: T, threads: usize) -> Self {
+        let mut copies: Vec<T> = (1..threads.max(1)).map(|_| t.fork()).collect();
+        copies.insert(0, t);
+        ParallelCopies {
+            copies,
+            next_free: 0,
+        }
+    }
+
+    /// Transforms one batch on all copies at once; outputs and dead letters come back in the
+    /// order of the inputs that made them. Err when a copy panicked.
+    pub fn transform_batch(&mut self, batch: EventBatch) -> Result<TransformOutput, String> {
+        let n = batch.len();
+        let k = self.copies.len();
+        let mut shares: Vec<Vec<(usize, Event)>> =
+            (0..k).map(|_| Vec::with_capacity(n / k + 1)).collect();
+        // A small batch is transformed on this thread alone, but still by the copies its
+        // records' keys pick (a copy holds the state of its keys).
+        let threaded = n >= MIN_EVENTS_TO_SPLIT;
+        for (i, event) in batch.into_iter().enumerate() {
+            let copy = match self.copies[0].partition_key(&event) {
+                Some(key) => (key % k as u64) as usize,
+                None if threaded => {
+                    self.next_free = (self.next_free + 1) % k;
+                    self.next_free
+                }
+                None => 0,
+            };
+            shares[copy].push((i, event));
+        }
+        if !threaded {
+            let results: Vec<Result<ShareOutput, String>> = self
+                .copies
+                .iter_mut()
+                .zip(shares)
+                .filter(|(_, share)| !share.is_empty())
+                .map(|(copy, share)| Ok(transform_share(copy, share)))
+                .collect();
+            return merge_shares(results, n);
+        }
+        // The copies work on scoped threads, the first share on this one: the transform is
+        // CPU-bound and holds its runtime thread either way.
+        let results = std::thread::scope(|scope| {
+            let mut handles = Vec::new();
+            let mut mine = None;
+            for (copy, share) in self.copies.iter_mut().zip(shares) {
+                if share.is_empty() {
+                    continue;
+                }
+                if mine.is_none() {
+                    mine = Some((copy, share));
+                } else {
+                    handles.push(scope.spawn(move || transform_share(copy, share)));
+                }
+            }
+            let mut results = Vec::with_capacity(handles.len() + 1);
+            if let Some((copy, share)) = mine {
+                results.push(Ok(transform_share(copy, share)));
+            }
+            for h in handles {
+                results.push(
+                    h.join()
+                        .map_err(|_| "a transform thread panicked".to_string()),
+                );
+            }
+            results
+        });
+        merge_shares(results, n)
+    }
+}
+
+/// Puts the outputs of the shares of a batch back in input order.
+fn merge_shares(
+    results: Vec<Result<ShareOutput, String>>,
+    n: usize,
+) -> Result<TransformOutput, String> {
+    let mut all_out = Vec::with_capacity(n);
+    let mut all_dropped = Vec::new();
+    let mut discarded = 0;
+    for r in results {
+        let r = r?;
+        all_out.extend(r.out);
+        all_dropped.extend(r.dropped);
+        discarded += r.discarded;
+    }
+    // Stable: the outputs of one input keep their order.
+    all_out.sort_by_key(|(i, _)| *i);
+    all_dropped.sort_by_key(|(i, _)| *i);
+    Ok(TransformOutput {
+        out: all_out.into_iter().map(|(_, e)| e).collect(),
+        dropped: all_dropped.into_iter().map(|(_, e)| e).collect(),
+        discarded,
+    })
+}
+
 /// An option that does not fit its component's config: `path` is the dotted option path
 /// inside the component (`batch.max_bytes`), empty for the component itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -231,4 +415,120 @@ pub fn parse_options<T: serde::de::DeserializeOwned>(
             message: e.into_inner().to_string(),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use super::*;
+    use crate::event::{Object, Value};
+
+    /// Emits two events per input (`n`, `part`), counting per key how many records of that key
+    /// this copy saw before; every 7th input is a dead letter, every 11th is discarded.
+    struct CountPerKey {
+        seen: HashMap<u64, u64>,
+    }
+
+    impl FunctionTransform for CountPerKey {
+        fn transform(&mut self, event: Event, output: &mut TransformOutput) {
+            let n = event.fields()["n"].as_u64().unwrap_or(0);
+            if n.is_multiple_of(7) {
+                output.dead_letter(event);
+                return;
+            }
+            if n.is_multiple_of(11) {
+                output.discard(event);
+                return;
+            }
+            let key = event.fields()["key"].as_u64().unwrap_or(0);
+            let seen = self.seen.entry(key).or_default();
+            let thread = format!("{:?}", std::thread::current().id());
+            for part in 0..2 {
+                let mut f = Object::new();
+                f.insert("n".into(), n.into());
+                f.insert("part".into(), part.into());
+                f.insert("key".into(), key.into());
+                f.insert("seen_before".into(), (*seen).into());
+                f.insert("thread".into(), thread.clone().into());
+                output.emit(Event::new(f, "t".into(), 0));
+            }
+            *seen += 1;
+        }
+    }
+
+    impl ParallelTransform for CountPerKey {
+        fn partition_key(&self, event: &Event) -> Option<u64> {
+            // Keys above 100 are "keyless": any copy may take them.
+            event.fields()["key"].as_u64().filter(|k| *k < 100)
+        }
+        fn fork(&self) -> Self {
+            CountPerKey {
+                seen: HashMap::new(),
+            }
+        }
+    }
+
+    fn batch(range: std::ops::Range<u64>) -> EventBatch {
+        range
+            .map(|n| {
+                let mut f = Object::new();
+                f.insert("n".into(), n.into());
+                // 5 keyed partitions, and every 4th record keyless.
+                let key = if n.is_multiple_of(4) { 100 + n } else { n % 5 };
+                f.insert("key".into(), key.into());
+                Event::new(f, "in".into(), 0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn split_batches_come_back_in_input_order_with_each_key_on_one_copy_in_order() {
+        let mut copies = ParallelCopies::new(
+            CountPerKey {
+                seen: HashMap::new(),
+            },
+            3,
+        );
+        let mut seen_per_key: HashMap<u64, u64> = HashMap::new();
+        let mut threads = HashSet::new();
+        let mut expected_n = (1..1000u64).filter(|n| !n.is_multiple_of(7) && !n.is_multiple_of(11));
+        let mut dead = Vec::new();
+        let mut discarded = 0;
+        for chunk in [1..300u64, 300..310, 310..1000] {
+            let r = copies.transform_batch(batch(chunk)).expect("no panic");
+            discarded += r.discarded;
+            dead.extend(
+                r.dropped
+                    .iter()
+                    .map(|e| e.fields()["n"].as_u64().unwrap_or(0)),
+            );
+            for pair in r.out.chunks(2) {
+                let n = expected_n.next().expect("no more outputs than inputs");
+                for (part, e) in pair.iter().enumerate() {
+                    let f = e.fields();
+                    assert_eq!(f["n"], Value::from(n), "output order follows input order");
+                    assert_eq!(f["part"], Value::from(part as u64));
+                    threads.insert(f["thread"].as_str().unwrap_or("").to_string());
+                }
+                let key = pair[0].fields()["key"].as_u64().unwrap_or(0);
+                if key < 100 {
+                    // Every record of a key went to one copy, in order.
+                    let count = seen_per_key.entry(key).or_default();
+                    assert_eq!(pair[0].fields()["seen_before"], Value::from(*count));
+                    *count += 1;
+                }
+            }
+        }
+        assert_eq!(expected_n.next(), None, "every input came out");
+        let want_dead: Vec<u64> = (1..1000u64).filter(|n| n.is_multiple_of(7)).collect();
+        assert_eq!(dead, want_dead, "dead letters in input order");
+        assert_eq!(
+            discarded,
+            (1..1000u64)
+                .filter(|n| n.is_multiple_of(11) && !n.is_multiple_of(7))
+                .count() as u64
+        );
+        assert!(threads.len() > 1, "the work was shared between threads");
+    }
 }

@@ -402,3 +402,63 @@ fn every_corpus_record_maps_to_valid_ocsf_1_8_0() {
 fn every_corpus_record_maps_to_valid_ocsf_1_3_0() {
     check_corpus("1.3.0");
 }
+
+// ------------------------------------------------------------------------------------------
+// Several threads.
+
+/// The corpus as one stream of events read from text (as sources deliver them), mapped by
+/// two copies on two threads and by one copy: the same events in the same order, since each
+/// SSM session's reads stay with one copy and outputs are put back in input order.
+#[test]
+fn two_threads_map_the_corpus_stream_exactly_as_one_does() {
+    use sessiontrail_core::component::{FunctionTransform, ParallelCopies, TransformOutput};
+
+    let mut texts = Vec::new();
+    for (_, records) in corpus_records() {
+        for r in records {
+            if let Ok(fields) = r.fields {
+                texts.push(serde_json::to_string(&fields).unwrap());
+            }
+        }
+    }
+    let stream: Vec<&String> = texts.iter().chain(&texts).chain(&texts).collect();
+    let events: Vec<Event> = stream
+        .iter()
+        .map(
+            |t| match decode_record(t.as_bytes(), DEFAULT_MAX_RECORD_BYTES) {
+                Ok(Decoded::Record(text)) => Event::from_json(text, Arc::from("test"), t.len()),
+                _ => panic!("corpus record re-serialized is valid: {t}"),
+            },
+        )
+        .collect();
+    let texts_of = |out: &TransformOutput| -> (Vec<String>, Vec<String>) {
+        (
+            out.out.iter().map(|e| e.to_json_string()).collect(),
+            out.dropped.iter().map(|e| e.to_json_string()).collect(),
+        )
+    };
+
+    let mut one = transform("1.8.0");
+    let mut expected = (Vec::new(), Vec::new());
+    let mut parallel = ParallelCopies::new(transform("1.8.0"), 2);
+    let mut got = (Vec::new(), Vec::new());
+    for chunk in events.chunks(256) {
+        let batch: Vec<Event> = chunk.to_vec();
+        let mut out = TransformOutput::default();
+        for e in chunk.iter().cloned() {
+            one.transform(e, &mut out);
+        }
+        let (o, d) = texts_of(&out);
+        expected.0.extend(o);
+        expected.1.extend(d);
+        let (o, d) = texts_of(&parallel.transform_batch(batch).expect("no panic"));
+        got.0.extend(o);
+        got.1.extend(d);
+    }
+    assert!(expected.0.len() > 100, "the corpus maps to events");
+    assert_eq!(got.0.len(), expected.0.len());
+    for (i, (g, e)) in got.0.iter().zip(&expected.0).enumerate() {
+        assert_eq!(g, e, "event {i}");
+    }
+    assert_eq!(got.1, expected.1, "dead letters");
+}

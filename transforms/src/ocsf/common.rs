@@ -201,6 +201,7 @@ pub fn default_product(system: InputSystem) -> (&'static str, &'static str) {
 }
 
 /// Settings every mapping reads.
+#[derive(Clone)]
 pub struct MapContext {
     pub version: OcsfVersion,
     /// `metadata.product` per input system, built once (overrides applied).

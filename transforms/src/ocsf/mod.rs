@@ -23,9 +23,13 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use std::hash::{Hash, Hasher};
+
 use sessiontrail_core::component::{
-    run_function_transform, ComponentTask, FunctionTransform, TransformContext, TransformOutput,
+    run_parallel_function_transform, ComponentTask, FunctionTransform, ParallelTransform,
+    TransformContext, TransformOutput,
 };
+use sessiontrail_core::json_paths::PathSet;
 use sessiontrail_core::json_write::JsonObjectWriter;
 use sessiontrail_core::{
     BuildError, DeadLetter, DeliveryStatus, Event, Labels, Object, TransformConfig, Value,
@@ -51,6 +55,24 @@ pub struct OcsfConfig {
     /// `product: { parsec: { name: "Parsec", vendor_name: "Unity" } }`.
     #[serde(default)]
     pub product: ProductOverrides,
+    /// Threads mapping records at the same time (default: the machine's cores, at most 8).
+    /// Outputs keep the input order; one SSM session's records are always mapped by the same
+    /// thread, in order (their prompt tracking needs it).
+    #[serde(default)]
+    pub threads: Option<usize>,
+}
+
+/// More threads than this rarely help: the source and the sinks need cores too.
+const MAX_DEFAULT_THREADS: usize = 8;
+
+impl OcsfConfig {
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_DEFAULT_THREADS)
+        })
+    }
 }
 
 fn default_keep_raw() -> bool {
@@ -165,6 +187,9 @@ pub struct ProductOverride {
 #[async_trait::async_trait]
 impl TransformConfig for OcsfConfig {
     fn validate(&self) -> Result<(), String> {
+        if self.threads == Some(0) {
+            return Err("threads is 0; give at least 1 (or leave it out: one per core)".into());
+        }
         for (system, over) in self.product.all() {
             let Some(o) = over else { continue };
             for (field, value) in [
@@ -186,7 +211,11 @@ impl TransformConfig for OcsfConfig {
     async fn build(&self, cx: TransformContext) -> Result<ComponentTask, BuildError> {
         self.validate()?;
         let transform = OcsfTransform::new(Arc::clone(&cx.name), self);
-        Ok(run_function_transform(transform, cx))
+        Ok(run_parallel_function_transform(
+            transform,
+            self.threads(),
+            cx,
+        ))
     }
 }
 
@@ -219,6 +248,8 @@ pub struct OcsfTransform {
     keep_raw: bool,
     cx: MapContext,
     prompts: ssm_stream::PromptTracker,
+    /// Reads a record's top-level `sessionId` (SSM session stream records) to partition by.
+    session_id_path: PathSet,
 }
 
 impl OcsfTransform {
@@ -229,6 +260,7 @@ impl OcsfTransform {
             keep_raw: config.keep_raw,
             cx: MapContext::new(config.version, config.product.clone()),
             prompts: ssm_stream::PromptTracker::default(),
+            session_id_path: PathSet::new(["sessionId"]),
         }
     }
 
@@ -326,6 +358,41 @@ impl OcsfTransform {
             }
         }
         Ok(out)
+    }
+}
+
+impl ParallelTransform for OcsfTransform {
+    /// SSM session stream records carry state between the reads of one session (whether the
+    /// last read ended with a prompt): the session id keeps them together. Every other record
+    /// is mapped on its own.
+    fn partition_key(&self, event: &Event) -> Option<u64> {
+        if !matches!(self.from, InputSystem::Auto | InputSystem::SsmSessionStream) {
+            return None;
+        }
+        let extracted;
+        let session = match event.unparsed_json_text() {
+            Some(text) => {
+                // Most records have no such key at all: a substring test settles them.
+                memchr::memmem::find(text.as_bytes(), b"\"sessionId\"")?;
+                extracted = self.session_id_path.extract(text);
+                extracted.get("sessionId")
+            }
+            None => event.fields().get("sessionId"),
+        };
+        let mut h = std::hash::DefaultHasher::new();
+        session?.as_str()?.hash(&mut h);
+        Some(h.finish())
+    }
+
+    fn fork(&self) -> Self {
+        OcsfTransform {
+            name: Arc::clone(&self.name),
+            from: self.from,
+            keep_raw: self.keep_raw,
+            cx: self.cx.clone(),
+            prompts: ssm_stream::PromptTracker::default(),
+            session_id_path: self.session_id_path.clone(),
+        }
     }
 }
 
