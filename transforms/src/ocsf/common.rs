@@ -498,33 +498,42 @@ impl<'a> OcsfEvent<'a> {
         }
         // Stable: of equal paths the one set last is last.
         self.entries.sort_by(|a, b| path_order(&a.0, &b.0));
-        let n = self.entries.len();
         // Segments of the objects currently open, outermost first.
         let mut open: Vec<&str> = Vec::with_capacity(4);
-        for i in 0..n {
-            let (path, field) = &self.entries[i];
-            if let Some((next, _)) = self.entries.get(i + 1) {
+        let entries = &self.entries;
+        for (i, (path, field)) in entries.iter().enumerate() {
+            if let Some((next, _)) = entries.get(i + 1) {
                 // Replaced by a later value for the same path, or by members written inside
                 // it (a leaf then an object at the same place: the object wins).
                 if next == path || is_inside(next, path) {
                     continue;
                 }
             }
-            let mut segments = path.split('.');
-            let leaf = segments.next_back().unwrap_or("");
-            let parents: Vec<&str> = segments.collect();
-            let common = open
-                .iter()
-                .zip(&parents)
-                .take_while(|(a, b)| a == b)
-                .count();
+            let (parents, leaf) = match path.rfind('.') {
+                Some(dot) => (&path[..dot], &path[dot + 1..]),
+                None => ("", path.as_ref()),
+            };
+            // Keep the open objects this path shares, close the others, open the rest.
+            let mut segments = parents
+                .split('.')
+                .filter(|s| !parents.is_empty() || !s.is_empty());
+            let mut common = 0;
+            let mut first_new = None;
+            for seg in segments.by_ref() {
+                if open.get(common) == Some(&seg) {
+                    common += 1;
+                } else {
+                    first_new = Some(seg);
+                    break;
+                }
+            }
             for _ in common..open.len() {
                 w.end_object();
             }
             open.truncate(common);
-            for p in &parents[common..] {
-                w.begin_object(p);
-                open.push(p);
+            for seg in first_new.into_iter().chain(segments) {
+                w.begin_object(seg);
+                open.push(seg);
             }
             match field {
                 Field::Str(s) => w.string(leaf, s),
@@ -542,8 +551,15 @@ impl<'a> OcsfEvent<'a> {
 /// Orders dotted paths segment by segment (`a` < `a.b` < `a_c`), which keeps the members of
 /// one object next to each other and orders keys as JSON maps do.
 fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
-    let key = |c: u8| if c == b'.' { 0 } else { c };
-    a.bytes().map(key).cmp(b.bytes().map(key))
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len().min(b.len());
+    match a[..n].iter().zip(&b[..n]).position(|(x, y)| x != y) {
+        Some(i) => {
+            let key = |c: u8| if c == b'.' { 0 } else { c };
+            key(a[i]).cmp(&key(b[i]))
+        }
+        None => a.len().cmp(&b.len()),
+    }
 }
 
 /// `inner` is a member path below `outer` (`a.b.c` is inside `a.b`).

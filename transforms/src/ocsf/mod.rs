@@ -536,5 +536,56 @@ mod tests {
         assert!(parse(serde_json::json!({"product": {"windows": {"name": "x"}}})).is_err());
         let empty = config(serde_json::json!({"product": {"wsb": {"name": " "}}}));
         assert!(empty.validate().is_err());
+        let no_threads = config(serde_json::json!({"threads": 0}));
+        assert!(no_threads.validate().is_err());
+        assert!(parse(serde_json::json!({"threads": -1})).is_err());
+        assert_eq!(config(serde_json::json!({"threads": 3})).threads(), 3);
+        assert!(config(serde_json::json!({})).threads() >= 1);
+    }
+
+    /// Only records that carry state between them (an SSM session's stream reads) are tied
+    /// to one copy, by their session id; the others may go anywhere.
+    #[test]
+    fn stream_records_of_one_session_share_a_partition_key() {
+        use sessiontrail_core::json::{decode_record, Decoded, DEFAULT_MAX_RECORD_BYTES};
+        let t = OcsfTransform::new(Arc::from("norm"), &config(serde_json::json!({})));
+        let key = |text: &str| match decode_record(text.as_bytes(), DEFAULT_MAX_RECORD_BYTES) {
+            Ok(Decoded::Record(r)) => t.partition_key(&Event::from_json(r, Arc::from("in"), 0)),
+            _ => panic!("valid test record"),
+        };
+        let a1 = key(r#"{"sessionId":"s-a","sessionData":["$ ls"],"eventTime":"x"}"#);
+        let a2 = key(r#"{"eventTime":"y","sessionData":[],"sessionId":"s-a"}"#);
+        let b = key(r#"{"sessionId":"s-b","sessionData":["$ ls"]}"#);
+        assert!(a1.is_some());
+        assert_eq!(a1, a2);
+        assert_ne!(a1, b);
+        // A session id nested deeper (CloudTrail's responseElements) ties nothing.
+        assert_eq!(
+            key(r#"{"detail":{"responseElements":{"sessionId":"s-a"}}}"#),
+            None
+        );
+        assert_eq!(
+            key(r#"{"event_type":"session_notify","session_id":"s-a"}"#),
+            None
+        );
+        // Parsed events are keyed the same way.
+        let parsed = t.partition_key(&Event::new(
+            serde_json::from_str(r#"{"sessionId":"s-a"}"#).unwrap(),
+            Arc::from("in"),
+            0,
+        ));
+        assert_eq!(parsed, a1);
+        let windows_only = OcsfTransform::new(
+            Arc::from("n"),
+            &config(serde_json::json!({"from": "windows_session"})),
+        );
+        assert_eq!(
+            windows_only.partition_key(&Event::new(
+                serde_json::from_str(r#"{"sessionId":"s-a"}"#).unwrap(),
+                Arc::from("in"),
+                0,
+            )),
+            None
+        );
     }
 }
