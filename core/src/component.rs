@@ -276,7 +276,7 @@ pub fn run_parallel_function_transform<T: ParallelTransform>(
         while let Some(batch) = input.recv().await {
             let bytes: usize = batch.iter().map(|e| e.meta.byte_size).sum();
             metrics.add_received(batch.len() as u64, bytes as u64);
-            let result = copies.transform_batch(batch).map_err(fail)?;
+            let result = copies.transform_batch(batch).await.map_err(fail)?;
             metrics.add_discarded(result.discarded);
             if !result.dropped.is_empty() {
                 dropped
@@ -294,35 +294,46 @@ pub fn run_parallel_function_transform<T: ParallelTransform>(
 
 /// The copies of a [`ParallelTransform`] and the batch splitting.
 pub struct ParallelCopies<T> {
-    copies: Vec<T>,
+    /// `None` only while a copy is out on a blocking thread.
+    copies: Vec<Option<T>>,
     /// The copy the next record without a partition key goes to (round robin).
     next_free: usize,
 }
 
 impl<T: ParallelTransform> ParallelCopies<T> {
     pub fn new(t: T, threads: usize) -> Self {
-        let mut copies: Vec<T> = (1..threads.max(1)).map(|_| t.fork()).collect();
-        copies.insert(0, t);
+        let mut copies: Vec<Option<T>> = (1..threads.max(1)).map(|_| Some(t.fork())).collect();
+        copies.insert(0, Some(t));
         ParallelCopies {
             copies,
             next_free: 0,
         }
     }
 
-    /// Transforms one batch on all copies at once; outputs and dead letters come back in the
-    /// order of the inputs that made them. Err when a copy panicked.
-    pub fn transform_batch(&mut self, batch: EventBatch) -> Result<TransformOutput, String> {
+    fn partition_key(&self, event: &Event) -> Option<u64> {
+        self.copies
+            .iter()
+            .flatten()
+            .next()
+            .and_then(|t| t.partition_key(event))
+    }
+
+    /// Transforms one batch on all copies at once, each on a thread of the runtime's blocking
+    /// pool: the runtime's own threads stay free for the sources and sinks meanwhile. Outputs
+    /// and dead letters come back in the order of the inputs that made them. Err when a copy
+    /// panicked.
+    pub async fn transform_batch(&mut self, batch: EventBatch) -> Result<TransformOutput, String> {
         let n = batch.len();
         let k = self.copies.len();
         let mut shares: Vec<Vec<(usize, Event)>> =
             (0..k).map(|_| Vec::with_capacity(n / k + 1)).collect();
-        // A small batch is transformed on this thread alone, but still by the copies its
-        // records' keys pick (a copy holds the state of its keys).
-        let threaded = n >= MIN_EVENTS_TO_SPLIT;
+        // A small batch goes to fewer copies (a hand-off costs more than it saves), but
+        // keyed records still go to the copy that holds their key's state.
+        let spread = n >= MIN_EVENTS_TO_SPLIT;
         for (i, event) in batch.into_iter().enumerate() {
-            let copy = match self.copies[0].partition_key(&event) {
+            let copy = match self.partition_key(&event) {
                 Some(key) => (key % k as u64) as usize,
-                None if threaded => {
+                None if spread => {
                     self.next_free = (self.next_free + 1) % k;
                     self.next_free
                 }
@@ -330,43 +341,32 @@ impl<T: ParallelTransform> ParallelCopies<T> {
             };
             shares[copy].push((i, event));
         }
-        if !threaded {
-            let results: Vec<Result<ShareOutput, String>> = self
-                .copies
-                .iter_mut()
-                .zip(shares)
-                .filter(|(_, share)| !share.is_empty())
-                .map(|(copy, share)| Ok(transform_share(copy, share)))
-                .collect();
-            return merge_shares(results, n);
+        let mut running = Vec::with_capacity(k);
+        for (slot, share) in shares.into_iter().enumerate() {
+            if share.is_empty() {
+                continue;
+            }
+            let Some(mut copy) = self.copies[slot].take() else {
+                return Err("a transform copy was lost by an earlier failure".into());
+            };
+            running.push((
+                slot,
+                tokio::task::spawn_blocking(move || {
+                    let out = transform_share(&mut copy, share);
+                    (copy, out)
+                }),
+            ));
         }
-        // The copies work on scoped threads, the first share on this one: the transform is
-        // CPU-bound and holds its runtime thread either way.
-        let results = std::thread::scope(|scope| {
-            let mut handles = Vec::new();
-            let mut mine = None;
-            for (copy, share) in self.copies.iter_mut().zip(shares) {
-                if share.is_empty() {
-                    continue;
+        let mut results = Vec::with_capacity(running.len());
+        for (slot, handle) in running {
+            match handle.await {
+                Ok((copy, out)) => {
+                    self.copies[slot] = Some(copy);
+                    results.push(Ok(out));
                 }
-                if mine.is_none() {
-                    mine = Some((copy, share));
-                } else {
-                    handles.push(scope.spawn(move || transform_share(copy, share)));
-                }
+                Err(_) => results.push(Err("a transform thread panicked".to_string())),
             }
-            let mut results = Vec::with_capacity(handles.len() + 1);
-            if let Some((copy, share)) = mine {
-                results.push(Ok(transform_share(copy, share)));
-            }
-            for h in handles {
-                results.push(
-                    h.join()
-                        .map_err(|_| "a transform thread panicked".to_string()),
-                );
-            }
-            results
-        });
+        }
         merge_shares(results, n)
     }
 }
@@ -482,8 +482,8 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn split_batches_come_back_in_input_order_with_each_key_on_one_copy_in_order() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn split_batches_come_back_in_input_order_with_each_key_on_one_copy_in_order() {
         let mut copies = ParallelCopies::new(
             CountPerKey {
                 seen: HashMap::new(),
@@ -496,7 +496,10 @@ mod tests {
         let mut dead = Vec::new();
         let mut discarded = 0;
         for chunk in [1..300u64, 300..310, 310..1000] {
-            let r = copies.transform_batch(batch(chunk)).expect("no panic");
+            let r = copies
+                .transform_batch(batch(chunk))
+                .await
+                .expect("no panic");
             discarded += r.discarded;
             dead.extend(
                 r.dropped

@@ -409,8 +409,8 @@ fn every_corpus_record_maps_to_valid_ocsf_1_3_0() {
 /// The corpus as one stream of events read from text (as sources deliver them), mapped by
 /// two copies on two threads and by one copy: the same events in the same order, since each
 /// SSM session's reads stay with one copy and outputs are put back in input order.
-#[test]
-fn two_threads_map_the_corpus_stream_exactly_as_one_does() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_threads_map_the_corpus_stream_exactly_as_one_does() {
     use sessiontrail_core::component::{FunctionTransform, ParallelCopies, TransformOutput};
 
     let mut texts = Vec::new();
@@ -451,7 +451,7 @@ fn two_threads_map_the_corpus_stream_exactly_as_one_does() {
         let (o, d) = texts_of(&out);
         expected.0.extend(o);
         expected.1.extend(d);
-        let (o, d) = texts_of(&parallel.transform_batch(batch).expect("no panic"));
+        let (o, d) = texts_of(&parallel.transform_batch(batch).await.expect("no panic"));
         got.0.extend(o);
         got.1.extend(d);
     }
