@@ -3,6 +3,8 @@
 # mixed stream (Windows / SSM / WSB records), in the same run. Prints events/s, MB/s, peak RSS
 # and the machine's own baseline (cat FILE > /dev/null).
 #   bench/ocsf.sh [LINES]      (default 300000; needs a release build: cargo build --release)
+# Also runs the transform with `threads: 1`; BENCH_ALONE=1 adds the transform alone
+# (transforms/examples/ocsf_bench.rs: no source, no sink) at 1 and $(nproc) threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -18,15 +20,15 @@ INPUT=$OUT/mixed-$LINES.ndjson
   --sessions 2000 --format mixed --out "$INPUT" >/dev/null
 BYTES=$(stat -c %s "$INPUT")
 
-pipeline() { # $1 = with transform (1) or not (0)
-  local p=$OUT/pipeline-$1.yaml
+pipeline() { # $1 = with transform (1) or not (0); $2 = threads option (empty: default)
+  local p=$OUT/pipeline-$1${2:+-t$2}.yaml
   {
     echo "data_dir: $OUT/data-$1"
     echo "sources:"
     echo "  in: { type: stdin }"
     if [ "$1" = 1 ]; then
       echo "transforms:"
-      echo "  normalize: { type: ocsf, inputs: [in] }"
+      echo "  normalize: { type: ocsf, inputs: [in]${2:+, threads: $2} }"
       echo "sinks:"
       echo "  out: { type: file, inputs: [normalize], path: $OUT/out-1.ndjson, fsync: false }"
       echo "  dropped: { type: blackhole, inputs: [in.dropped, normalize.dropped] }"
@@ -58,11 +60,19 @@ echo "input: $INPUT ($LINES lines, $((BYTES / 1000000)) MB); $(nproc) cores; loa
 read -r s r < <(measure cat sh -c "cat '$INPUT' > /dev/null")
 report "cat (baseline)" "$s" "$r" "$LINES"
 rm -f "$OUT"/out-*.ndjson
-P0=$(pipeline 0); P1=$(pipeline 1)
+P0=$(pipeline 0); P1=$(pipeline 1); P1T1=$(pipeline 1 1)
 read -r s0 r0 < <(measure plain sh -c "'$BIN' run -c '$P0' < '$INPUT'")
 report "stdin -> file" "$s0" "$r0" "$LINES"
+read -r s2 r2 < <(measure ocsf1 sh -c "'$BIN' run -c '$P1T1' < '$INPUT'")
+report "  ... ocsf threads: 1" "$s2" "$r2" "$LINES"
+rm -f "$OUT/out-1.ndjson"
 read -r s1 r1 < <(measure ocsf sh -c "'$BIN' run -c '$P1' < '$INPUT'")
 EVENTS=$(wc -l < "$OUT/out-1.ndjson")
 report "stdin -> ocsf -> file" "$s1" "$r1" "$LINES"
 awk -v a="$s0" -v b="$s1" -v e="$EVENTS" \
   'BEGIN { printf "ocsf throughput = %.0f%% of stdin -> file (target >= 70%%); %d OCSF events written\n", 100*a/b, e }'
+if [ "${BENCH_ALONE:-0}" = 1 ]; then
+  # The transform alone: records decoded beforehand, no source, no sink.
+  cargo build --release --quiet -p sessiontrail-transforms --example ocsf_bench
+  "$ROOT/target/release/examples/ocsf_bench" "$INPUT" 1 "$(nproc)"
+fi

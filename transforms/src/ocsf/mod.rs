@@ -55,7 +55,8 @@ pub struct OcsfConfig {
     /// `product: { parsec: { name: "Parsec", vendor_name: "Unity" } }`.
     #[serde(default)]
     pub product: ProductOverrides,
-    /// Threads mapping records at the same time (default: the machine's cores, at most 8).
+    /// Threads mapping records at the same time (default: one less than the machine's
+    /// cores, at least 1 and at most 8: the source and the sinks need a core too).
     /// Outputs keep the input order; one SSM session's records are always mapped by the same
     /// thread, in order (their prompt tracking needs it).
     #[serde(default)]
@@ -70,7 +71,8 @@ impl OcsfConfig {
         self.threads.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
-                .min(MAX_DEFAULT_THREADS)
+                .saturating_sub(1)
+                .clamp(1, MAX_DEFAULT_THREADS)
         })
     }
 }
