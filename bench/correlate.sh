@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Benchmark (not a test) of the correlate transform.
 #
-# Part 1 (always): the transform's inner loop (`transforms/examples/correlate_bench.rs`): OCSF
+# Part 1 (always): the transform's chunk loop (`transforms/examples/correlate_bench.rs`): OCSF
 #   events applied to the session table in chunks, every chunk committed to a real redb store
-#   (fsynced) as the transform does: events/s with 100,000 concurrent sessions (with the time
-#   split into applying the events and committing), and peak RSS / open sessions at 1,000,000
-#   open sessions. Baselines in the same run: `dd ... conv=fsync` (the disk's sequential write
+#   (fsynced), the commit written while the next chunk is applied, as the transform does:
+#   events/s with 100,000 concurrent sessions (with the time split into applying, encoding
+#   commits and waiting for writes, and how much of the writes the applying hid), and peak
+#   RSS / open sessions at 1,000,000 open sessions. Baselines in the same run: `dd ... conv=fsync` (the disk's sequential write
 #   + fsync speed), one redb commit of a full (1 MiB) state log segment, and
 #   `cat FILE > /dev/null`.
 # Part 2 (BENCH_E2E=1; needs a release build of the whole binary, AWS SDK included): the same
 #   through the binary, stdin -> correlate -> blackhole, next to stdin -> blackhole.
 # Usage: [RUNS=N] bench/correlate.sh [EVENTS] [OPEN_SESSIONS]   (defaults 1000000 1000000;
-#   RUNS repeats the throughput run, default 1: on a shared machine report the range)
+#   RUNS repeats the throughput run, default 1: on a shared machine report the range; with
+#   several runs, their median and best are printed). Binaries are taken from
+#   $CARGO_TARGET_DIR when set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${1:-1000000}
@@ -23,17 +26,25 @@ echo "machine: $(nproc) cores, $(uname -r); shared with other jobs while measure
 dd if=/dev/zero of="$OUT/dd.bin" bs=1M count=256 conv=fsync 2>&1 | tail -1 | sed 's/^/baseline  dd 256 MiB + fsync: /'
 rm -f "$OUT/dd.bin"
 cargo build --release --quiet -p sessiontrail-transforms --example correlate_bench
-EX=target/release/examples/correlate_bench
+TARGET=${CARGO_TARGET_DIR:-target}
+EX=$TARGET/release/examples/correlate_bench
 echo "baseline  $($EX store)"
+rates=()
 for _ in $(seq "${RUNS:-1}"); do
-  echo "correlate $($EX throughput "$EVENTS" 100000)"
+  line=$($EX throughput "$EVENTS" 100000)
+  echo "correlate $line"
+  rates+=("$(sed -E 's/.*: ([0-9]+) events\/s.*/\1/' <<<"$line")")
 done
+if [ "${#rates[@]}" -gt 1 ]; then
+  sorted=$(printf '%s\n' "${rates[@]}" | sort -n)
+  echo "correlate ${#rates[@]} runs: median $(sed -n "$(( (${#rates[@]} + 1) / 2 ))p" <<<"$sorted") events/s, best $(tail -1 <<<"$sorted") events/s"
+fi
 /usr/bin/time -f "%M" -o "$OUT/time.txt" $EX memory "$OPEN" | sed 's/^/correlate /'
 echo "          (/usr/bin/time peak RSS: $(( $(cat "$OUT/time.txt") / 1024 )) MiB = $(( $(cat "$OUT/time.txt") * 1024 / OPEN )) bytes/session)"
 [ "${BENCH_E2E:-0}" = 1 ] || exit 0
 
 cargo build --release --quiet
-BIN=target/release/sessiontrail
+BIN=$TARGET/release/sessiontrail
 
 STREAM=$OUT/stream_${EVENTS}_${CONCURRENT}.ndjson
 OPENS=$OUT/open_${OPEN}.ndjson

@@ -6,9 +6,11 @@
 //! - `GET /api/sessions/{id}`: `{"sessions": [...]}` for that session id (several when the
 //!   same id exists for different products or hosts), 404 when unknown.
 //!
-//! The table lock is held by the transform from applying a chunk until its commit, so what
-//! the API shows is always state that is already durable. Listing runs on a blocking thread:
-//! a million sessions take a moment to scan.
+//! What the API shows is always state that is already durable: a chunk's commit is written
+//! while the next chunk is applied, so with the table locked, a request first waits for the
+//! commits of what the table holds ([`CommitWatch::wait_durable`]: at most two writes, a few
+//! milliseconds each). Listing runs on a blocking thread: a million sessions take a moment to
+//! scan.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +24,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::correlator::Correlator;
+use super::pipeline::CommitWatch;
 use super::table::{Status, NO_TIME};
 
 /// Listing size when the request gives no `limit`, and the most it may ask for.
@@ -31,32 +34,56 @@ const MAX_LIMIT: usize = 100_000;
 /// `/api/sessions` can be served by one correlate transform per pipeline: the first built.
 static ROUTES_TAKEN: AtomicBool = AtomicBool::new(false);
 
-pub fn router(correlator: Arc<Mutex<Correlator>>) -> Router {
+/// `watch`: the pipeline's, so that only durable state is shown.
+pub fn router(correlator: Arc<Mutex<Correlator>>, watch: Arc<CommitWatch>) -> Router {
     if ROUTES_TAKEN.swap(true, Ordering::AcqRel) {
         tracing::warn!("several correlate transforms: /api/sessions shows the first one only");
         return Router::new();
     }
-    routes(correlator)
+    routes(correlator, watch)
 }
 
 /// The routes, without the one-per-process guard (tests).
-pub fn routes(correlator: Arc<Mutex<Correlator>>) -> Router {
+pub fn routes(correlator: Arc<Mutex<Correlator>>, watch: Arc<CommitWatch>) -> Router {
     let list_state = Arc::clone(&correlator);
+    let list_watch = Arc::clone(&watch);
     Router::new()
         .route(
             "/api/sessions",
             get(move |Query(q): Query<HashMap<String, String>>| {
                 let c = Arc::clone(&list_state);
-                async move { blocking(move || list(&c, &q)).await }
+                let w = Arc::clone(&list_watch);
+                async move { blocking(move || list(&c, &w, &q)).await }
             }),
         )
         .route(
             "/api/sessions/{id}",
             get(move |Path(id): Path<String>| {
                 let c = Arc::clone(&correlator);
-                async move { blocking(move || one(&c, &id)).await }
+                let w = Arc::clone(&watch);
+                async move { blocking(move || one(&c, &w, &id)).await }
             }),
         )
+}
+
+/// The table, locked, once everything it holds is durable (`Err`: the status and message to
+/// answer with).
+fn durable_table<'a>(
+    c: &'a Mutex<Correlator>,
+    watch: &CommitWatch,
+) -> Result<std::sync::MutexGuard<'a, Correlator>, (StatusCode, String)> {
+    let c = c.lock().map_err(|_| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "session table unavailable".to_string(),
+        )
+    })?;
+    // With the lock held no commit can be encoded; those already encoded get written without
+    // it (the writer never takes this lock).
+    watch
+        .wait_durable()
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?;
+    Ok(c)
 }
 
 async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {
@@ -69,7 +96,7 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-fn list(c: &Mutex<Correlator>, q: &HashMap<String, String>) -> Response {
+fn list(c: &Mutex<Correlator>, watch: &CommitWatch, q: &HashMap<String, String>) -> Response {
     let wanted = q.get("state").map(String::as_str).unwrap_or("open");
     if !matches!(wanted, "open" | "closed" | "all") {
         return error(StatusCode::BAD_REQUEST, "state must be open, closed or all");
@@ -79,11 +106,9 @@ fn list(c: &Mutex<Correlator>, q: &HashMap<String, String>) -> Response {
         Some(Ok(n)) => n.min(MAX_LIMIT),
         Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "limit must be a number"),
     };
-    let Ok(c) = c.lock() else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "session table unavailable",
-        );
+    let c = match durable_table(c, watch) {
+        Ok(c) => c,
+        Err((status, message)) => return error(status, &message),
     };
     let mut slots: Vec<u32> = c
         .table
@@ -108,12 +133,10 @@ fn list(c: &Mutex<Correlator>, q: &HashMap<String, String>) -> Response {
     Json(json!({ "count": count, "sessions": sessions })).into_response()
 }
 
-fn one(c: &Mutex<Correlator>, id: &str) -> Response {
-    let Ok(c) = c.lock() else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "session table unavailable",
-        );
+fn one(c: &Mutex<Correlator>, watch: &CommitWatch, id: &str) -> Response {
+    let c = match durable_table(c, watch) {
+        Ok(c) => c,
+        Err((status, message)) => return error(status, &message),
     };
     let now = chrono::Utc::now().timestamp_millis();
     let sessions: Vec<Value> = c

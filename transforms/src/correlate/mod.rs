@@ -6,16 +6,19 @@
 //! - `table.rs`: the compact in-memory `SessionTable`.
 //! - `state.rs`: the durable copy in the state store (a log of segments), committed per chunk
 //!   of input.
+//! - `pipeline.rs`: the chunk loop; a chunk's commit is written while the next is applied.
 //! - `api.rs`: `GET /api/sessions?state=open`, `GET /api/sessions/{id}`.
 //!
 //! Delivery: a chunk of input events (whatever is queued, up to [`MAX_EVENTS_PER_COMMIT`]) is
 //! applied to the table, the changes are committed in one transaction, and only then are the
 //! events forwarded (their ack tokens travel on to the sinks) or, for absorbed duplicates,
 //! resolved as handled. So a source checkpoints past an event only once the state that
-//! absorbed it is durable. See docs/correlate.md.
+//! absorbed it is durable. The commit is written while the next chunk is applied (see
+//! `pipeline.rs`); the order above holds per chunk. See docs/correlate.md.
 
 pub mod api;
 pub mod correlator;
+pub mod pipeline;
 pub mod state;
 pub mod table;
 
@@ -25,10 +28,10 @@ use serde::Deserialize;
 
 use sessiontrail_core::component::{ComponentError, ComponentTask, TransformContext};
 use sessiontrail_core::condition::ConditionConfig;
-use sessiontrail_core::{BuildError, DeliveryStatus, TransformConfig};
+use sessiontrail_core::{BuildError, TransformConfig};
 
 use correlator::{ChunkOutput, CorrelateMetrics, Correlator, Settings};
-use state::SessionStore;
+use pipeline::{ChunkPipeline, CommitWatch};
 use table::MAX_EXTRA_KEY_FIELDS;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,13 +100,16 @@ fn default_duration_tolerance() -> String {
     "2s".into()
 }
 
-/// Events applied to the table per state commit at most. Commits are fsynced, so the
-/// batch size is what makes throughput independent of the disk's sync latency. A chunk's
-/// events are all in memory at once (about 4 KiB each as parsed JSON): 12,288 rather than
-/// 32,768 keeps that to ~50 MiB, which is what holds 1,000,000 open sessions within 256 bytes
-/// each of peak RSS (bench/correlate.sh: 327 B at 32,768, 231 B at 12,288); a commit is one
-/// appended log segment, so the extra fsyncs cost little (8,192 cost ~15% throughput).
-pub const MAX_EVENTS_PER_COMMIT: usize = 12_288;
+/// Events applied to the table per state commit at most. Commits are fsynced; batching makes
+/// throughput independent of the disk's sync latency, and since a commit is written while the
+/// next chunk is applied (`pipeline.rs`), a chunk only has to take longer to apply than its
+/// commit takes to write. Events are about 4 KiB each as parsed JSON, and two chunks are in
+/// memory at once (one being applied, one whose outputs wait for their commit): 4,096 keeps
+/// that to ~32 MiB, which is what holds 1,000,000 open sessions within 256 bytes each of peak
+/// RSS (bench/correlate.sh, pipelined: 302 B at 12,288, 254 B at 6,144, 225-231 B at 4,096). It is
+/// also about what the stdin source queues (4 batches of 1,024), so real chunks were this size
+/// already.
+pub const MAX_EVENTS_PER_COMMIT: usize = 4_096;
 
 /// Parses `90s`, `15m`, `24h`, `30d`, `500ms` or a bare number of seconds.
 pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
@@ -169,7 +175,8 @@ impl TransformConfig for CorrelateConfig {
         let settings = self.settings()?;
         let metrics = CorrelateMetrics::new(Arc::clone(&cx.shared.registry), &cx.name);
         let mut correlator = Correlator::new(settings, Arc::clone(&cx.name), metrics);
-        let store = SessionStore::new(cx.shared.store.namespace(&format!("correlate/{}", cx.name)));
+        let store =
+            state::SessionStore::new(cx.shared.store.namespace(&format!("correlate/{}", cx.name)));
         let name = Arc::clone(&cx.name);
         let loader = store.clone();
         let correlator = tokio::task::spawn_blocking(move || -> Result<Correlator, String> {
@@ -209,16 +216,16 @@ impl TransformConfig for CorrelateConfig {
             ))
         })?;
         let shared = Arc::new(Mutex::new(correlator));
-        cx.shared.api.add(api::router(Arc::clone(&shared)));
-        Ok(Box::pin(run(shared, store, cx)))
+        let watch = CommitWatch::new();
+        cx.shared
+            .api
+            .add(api::router(Arc::clone(&shared), Arc::clone(&watch)));
+        let pipeline = ChunkPipeline::new(shared, store, watch)?;
+        Ok(Box::pin(run(pipeline, cx)))
     }
 }
 
-async fn run(
-    correlator: Arc<Mutex<Correlator>>,
-    store: SessionStore,
-    cx: TransformContext,
-) -> Result<(), ComponentError> {
+async fn run(mut pipeline: ChunkPipeline, cx: TransformContext) -> Result<(), ComponentError> {
     let TransformContext {
         name,
         mut input,
@@ -227,60 +234,30 @@ async fn run(
         metrics,
         ..
     } = cx;
-    let fail = |e: String| ComponentError(format!("transform {name}: {e}"));
-    while let Some(first) = input.recv().await {
-        let mut events = first;
-        while events.len() < MAX_EVENTS_PER_COMMIT {
-            match input.try_recv() {
-                Ok(more) => events.extend(more),
-                Err(_) => break,
-            }
-        }
-        let bytes: usize = events.iter().map(|e| e.meta.byte_size).sum();
-        metrics.add_received(events.len() as u64, bytes as u64);
-        let c = Arc::clone(&correlator);
-        let s = store.clone();
-        let result = tokio::task::spawn_blocking(move || apply_and_commit(&c, &s, events))
-            .await
-            .map_err(|e| fail(format!("correlation task failed: {e}")))?;
-        // A failed commit is fatal: the chunk's ack tokens are dropped unresolved (= Failed),
-        // so the sources re-read those events after a restart.
-        let chunk = result.map_err(|e| fail(format!("{e}; the state was not saved")))?;
-        metrics.add_discarded(chunk.absorbed.len() as u64);
-        for e in chunk.absorbed {
-            e.ack(DeliveryStatus::Filtered);
-        }
-        if !chunk.dead.is_empty() {
-            dropped
-                .send_dead_letters(chunk.dead)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-        }
-        out.send(chunk.forward)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-    }
-    Ok(())
+    // A failed commit is fatal: the chunk's ack tokens are dropped unresolved (= Failed), so
+    // the sources re-read those events after a restart.
+    pipeline::run_chunks(&mut pipeline, &mut input, &out, &dropped, &metrics)
+        .await
+        .map_err(|e| ComponentError(format!("transform {name}: {e}")))
 }
 
-/// Applies a chunk to the table and commits the resulting changes in one transaction (the
-/// transform's inner step; public for the benchmark in `examples/correlate_bench.rs`).
-pub fn apply_and_commit(
+/// Applies a chunk to the table and commits the resulting changes in one transaction, on the
+/// calling thread: what the pipeline does for a chunk, without the overlap (tests).
+#[cfg(test)]
+pub(crate) fn apply_and_commit(
     correlator: &Mutex<Correlator>,
-    store: &SessionStore,
+    store: &state::SessionStore,
     events: Vec<sessiontrail_core::Event>,
 ) -> Result<ChunkOutput, String> {
     let mut c = correlator
         .lock()
         .map_err(|_| "correlation state lock poisoned by an earlier panic".to_string())?;
     let out = apply_chunk(&mut c, events);
-    // The lock stays held through the commit: the API only ever shows committed state.
     store.commit(&mut c)?;
     Ok(out)
 }
 
-/// Applies a chunk to the table, without committing it: the first half of
-/// [`apply_and_commit`] (public so that the benchmark can time the halves apart).
+/// Applies a chunk to the table, without committing it (the pipeline commits after).
 pub fn apply_chunk(c: &mut Correlator, events: Vec<sessiontrail_core::Event>) -> ChunkOutput {
     let mut out = ChunkOutput::default();
     // Nearly every event is forwarded: sized once rather than doubled along the chunk.

@@ -55,9 +55,16 @@
 //! one redb transaction. Only after that commit are the chunk's events forwarded (their ack
 //! tokens travel on to the sinks) or resolved, so a source never checkpoints past an event
 //! whose effect on the state could still be lost.
+//!
+//! A commit is prepared ([`SessionStore::prepare`]: the changes taken from the table and
+//! encoded, segment numbers allocated, cleaning decided, the bookkeeping updated) and then
+//! written ([`SessionStore::write`]: the transaction). The transform writes commit N on another
+//! thread while it applies and prepares chunk N+1, so prepared commits are written strictly in
+//! order, one at a time, and the cleaner never reads back a segment that is only prepared.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -686,6 +693,41 @@ impl NewSegments {
 pub struct SessionStore {
     ns: Namespace,
     log: Arc<Mutex<LogState>>,
+    /// Every segment numbered below this is in the store: prepared commits up to here were
+    /// written (the cleaner must not read a segment back before that).
+    written_below: Arc<AtomicU64>,
+    /// A write failed: the bookkeeping is ahead of the store for good.
+    failed: Arc<AtomicBool>,
+    /// Runs before each write; an `Err` fails it (tests: slow and failing stores).
+    #[cfg(test)]
+    before_write: Option<WriteHook>,
+}
+
+#[cfg(test)]
+pub(crate) type WriteHook = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// A commit encoded by [`SessionStore::prepare`], to be written by [`SessionStore::write`].
+pub struct PreparedCommit {
+    /// Keys deleted: cleaned segments, migrated pre-log keys.
+    deletes: Vec<Vec<u8>>,
+    /// The new segments (number, bytes), in order.
+    segments: Vec<(u64, Vec<u8>)>,
+    /// The watermark, decimal text (`None`: none yet, or nothing to write).
+    watermark: Option<String>,
+    /// `next_seq` after this commit: once it is written, so is every segment below.
+    written_below: u64,
+}
+
+impl PreparedCommit {
+    /// The chunk changed nothing that is stored.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty() && self.deletes.is_empty() && self.watermark.is_none()
+    }
+
+    /// Bytes of new segments.
+    pub fn bytes(&self) -> usize {
+        self.segments.iter().map(|(_, b)| b.len()).sum()
+    }
 }
 
 /// What was found in the store at start-up.
@@ -724,7 +766,18 @@ impl SessionStore {
                 watermark: NO_TIME,
                 ..LogState::default()
             })),
+            written_below: Arc::new(AtomicU64::new(0)),
+            failed: Arc::new(AtomicBool::new(false)),
+            #[cfg(test)]
+            before_write: None,
         }
+    }
+
+    /// This store, with `hook` run before each write (its `Err` fails the write).
+    #[cfg(test)]
+    pub(crate) fn with_write_hook(mut self, hook: WriteHook) -> Self {
+        self.before_write = Some(hook);
+        self
     }
 
     fn log(&self) -> Result<std::sync::MutexGuard<'_, LogState>, String> {
@@ -831,6 +884,7 @@ impl SessionStore {
             }
         }
         log.next_seq = segments.keys().next_back().map_or(1, |s| s + 1);
+        self.written_below.store(log.next_seq, Ordering::Release);
         log.segments = segments;
         log.watermark = loaded.watermark.unwrap_or(NO_TIME);
         log.cleaning = None;
@@ -839,6 +893,15 @@ impl SessionStore {
     }
 
     /// Commits what the chunk changed in the correlator's table, in one durable transaction:
+    /// [`SessionStore::prepare`] then [`SessionStore::write`] (the transform does the two on
+    /// different threads, see `pipeline.rs`).
+    pub fn commit(&self, c: &mut Correlator) -> Result<(), String> {
+        let prepared = self.prepare(c)?;
+        self.write(&prepared)
+    }
+
+    /// The part of a commit that needs the table (called with the correlator locked): takes the
+    /// chunk's changes and encodes them as the transaction [`SessionStore::write`] applies:
     /// new segments (one, or more past [`SEGMENT_BYTES`]) with the changed records and
     /// tombstones of the removed ones, the watermark, and a bounded amount of cleaning:
     /// - oldest segments without live records are deleted (their tombstones too: no older
@@ -850,7 +913,26 @@ impl SessionStore {
     ///
     /// The first commit after start-up also migrates the pre-log `s` keys: their records are
     /// written to the new segments and the keys deleted.
-    pub fn commit(&self, c: &mut Correlator) -> Result<(), String> {
+    ///
+    /// The bookkeeping (segment numbers, live counts, the records' segment ids) is updated
+    /// here, as if the commit were already written: the next chunk's changes are prepared on
+    /// top of it, possibly before this one's write finished. Prepared commits must be written
+    /// in the order they were prepared, each only after the previous one succeeded: a write
+    /// applies exactly the segment numbers and deletions decided here.
+    pub fn prepare(&self, c: &mut Correlator) -> Result<PreparedCommit, String> {
+        if self.failed.load(Ordering::Acquire) {
+            // The bookkeeping counts segments that were never written.
+            return Err("an earlier state commit failed".into());
+        }
+        let prepared = self.prepare_changes(c);
+        if prepared.is_err() {
+            // Stopped half-way: the table's changes are taken, the bookkeeping partly updated.
+            self.failed.store(true, Ordering::Release);
+        }
+        prepared
+    }
+
+    fn prepare_changes(&self, c: &mut Correlator) -> Result<PreparedCommit, String> {
         let mut log = self.log()?;
         if !log.ready {
             // Without `load` the table does not know the stored sessions, and segment numbers
@@ -907,10 +989,16 @@ impl SessionStore {
             }
         }
 
-        // Cleaning. The new segments are not in `log.segments` yet, so never cleaned here.
+        // Cleaning. The new segments are not in `log.segments` yet, so never cleaned here; nor
+        // are those of a prepared commit not yet written (the cleaner reads the oldest segment
+        // back from the store, and it is the newest data anyway).
         let max_cleaned = log.limits.max_cleaned_per_commit;
+        let written_below = self.written_below.load(Ordering::Acquire);
         let mut copied = 0usize;
         while let Some((&oldest, &old_info)) = log.segments.iter().next() {
+            if oldest >= written_below {
+                break;
+            }
             if old_info.live > 0 {
                 if copied >= max_cleaned || !log.needs_cleaning() {
                     break;
@@ -981,24 +1069,63 @@ impl SessionStore {
         }
 
         let segments = new.finish();
-        if segments.is_empty() && deletes.is_empty() && c.watermark == log.watermark {
-            return Ok(());
-        }
-        let wm = c.watermark.to_string();
-        let seg_keys: Vec<Vec<u8>> = segments.iter().map(|s| log_key(s.seq)).collect();
-        let mut changes: Vec<(&[u8], Option<&[u8]>)> =
-            deletes.iter().map(|k| (k.as_slice(), None)).collect();
-        for (key, s) in seg_keys.iter().zip(&segments) {
-            changes.push((key.as_slice(), Some(s.bytes.as_slice())));
+        let mut prepared = PreparedCommit {
+            deletes,
+            segments: Vec::with_capacity(segments.len()),
+            watermark: None,
+            written_below: log.next_seq,
+        };
+        if segments.is_empty() && prepared.deletes.is_empty() && c.watermark == log.watermark {
+            return Ok(prepared);
         }
         if c.watermark != NO_TIME {
-            changes.push((WATERMARK_KEY, Some(wm.as_bytes())));
+            prepared.watermark = Some(c.watermark.to_string());
         }
-        self.ns.write(&changes).map_err(|e| e.to_string())?;
         for s in segments {
             log.segments.insert(s.seq, s.info);
+            prepared.segments.push((s.seq, s.bytes));
         }
         log.watermark = c.watermark;
+        Ok(prepared)
+    }
+
+    /// Writes a prepared commit in one durable transaction. A failure is final for this store:
+    /// its bookkeeping already counts the commit, so later prepares are refused.
+    pub fn write(&self, prepared: &PreparedCommit) -> Result<(), String> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err("an earlier state commit failed".into());
+        }
+        #[cfg(test)]
+        if let Some(hook) = &self.before_write {
+            if let Err(e) = hook() {
+                self.failed.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        if !prepared.is_empty() {
+            let seg_keys: Vec<Vec<u8>> = prepared
+                .segments
+                .iter()
+                .map(|(seq, _)| log_key(*seq))
+                .collect();
+            let mut changes: Vec<(&[u8], Option<&[u8]>)> = prepared
+                .deletes
+                .iter()
+                .map(|k| (k.as_slice(), None))
+                .collect();
+            for (key, (_, bytes)) in seg_keys.iter().zip(&prepared.segments) {
+                changes.push((key.as_slice(), Some(bytes.as_slice())));
+            }
+            if let Some(wm) = &prepared.watermark {
+                changes.push((WATERMARK_KEY, Some(wm.as_bytes())));
+            }
+            if let Err(e) = self.ns.write(&changes) {
+                self.failed.store(true, Ordering::Release);
+                return Err(e.to_string());
+            }
+        }
+        self.written_below
+            .fetch_max(prepared.written_below, Ordering::AcqRel);
         Ok(())
     }
 }

@@ -629,34 +629,100 @@ fn log_round_trip_keeps_live_sessions_and_drops_removed_ones() {
     );
 }
 
+const ONE_SEGMENT_PER_COMMIT: LogLimits = LogLimits {
+    max_segments: 6,
+    slack_bytes: 0,
+    // Smaller than a segment's live records: cleaning spans several commits.
+    max_cleaned_per_commit: 40,
+    // Larger than any commit: one segment per commit.
+    segment_bytes: 1 << 20,
+};
+
 #[test]
 fn log_cleaning_bounds_the_log_and_loses_nothing() {
-    let segments_per_commit = log_cleaning_check(LogLimits {
-        max_segments: 6,
-        slack_bytes: 0,
-        // Smaller than a segment's live records: cleaning spans several commits.
-        max_cleaned_per_commit: 40,
-        // Larger than any commit: one segment per commit.
-        segment_bytes: 1 << 20,
-    });
+    let segments_per_commit = log_cleaning_check(ONE_SEGMENT_PER_COMMIT, false);
     assert_eq!(segments_per_commit, 1);
+}
+
+/// As the transform commits: each commit is prepared (and cleans) before the previous one is
+/// written.
+#[test]
+fn log_cleaning_with_the_previous_commit_still_unwritten_loses_nothing() {
+    log_cleaning_check(ONE_SEGMENT_PER_COMMIT, true);
+    log_cleaning_check(
+        LogLimits {
+            segment_bytes: 1024,
+            ..ONE_SEGMENT_PER_COMMIT
+        },
+        true,
+    );
 }
 
 #[test]
 fn commits_larger_than_a_segment_split_and_clean_alike() {
     // A commit rewrites ~50 records of ~100 bytes: several segments each.
-    let segments_per_commit = log_cleaning_check(LogLimits {
-        max_segments: 6,
-        slack_bytes: 0,
-        max_cleaned_per_commit: 40,
-        segment_bytes: 1024,
-    });
+    let segments_per_commit = log_cleaning_check(
+        LogLimits {
+            segment_bytes: 1024,
+            ..ONE_SEGMENT_PER_COMMIT
+        },
+        false,
+    );
     assert!(segments_per_commit > 2, "{segments_per_commit}");
+}
+
+#[test]
+fn the_cleaner_leaves_segments_not_yet_written_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateStore::new(dir.path());
+    // Every segment but the one being written is cleaned.
+    let limits = LogLimits {
+        max_segments: 0,
+        slack_bytes: 0,
+        ..LogLimits::default()
+    };
+    let ns = || SessionStore::with_limits(db.namespace("correlate/s"), limits);
+    let store = ns();
+    let mut c = correlator();
+    let mut out = ChunkOutput::default();
+    c.process(event(auth(1, "s1", T0, "a1")), &mut out);
+    let first = store.prepare(&mut c).unwrap();
+    c.process(event(auth(1, "s2", T0 + 1, "a2")), &mut out);
+    // Segment 1 is only prepared: the cleaner must not read it back from the store (it is
+    // not there yet) nor copy from it.
+    let second = store.prepare(&mut c).unwrap();
+    store.write(&first).unwrap();
+    store.write(&second).unwrap();
+    // Both written: the next commit cleans them.
+    c.process(event(auth(1, "s3", T0 + 2, "a3")), &mut out);
+    store.commit(&mut c).unwrap();
+    assert_eq!(store.stats().segments, 1);
+    let (fresh, unreadable) = reload(&ns(), json!({}));
+    assert_eq!(unreadable, 0);
+    assert_eq!(snapshot(&fresh), snapshot(&c));
+}
+
+#[test]
+fn a_failed_write_refuses_later_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateStore::new(dir.path());
+    let hook: WriteHook = Arc::new(|| Err("disk full".to_string()));
+    let store = SessionStore::new(db.namespace("correlate/s")).with_write_hook(hook);
+    let mut c = correlator();
+    let mut out = ChunkOutput::default();
+    c.process(event(auth(1, "s1", T0, "a1")), &mut out);
+    let prepared = store.prepare(&mut c).unwrap();
+    assert_eq!(store.write(&prepared).unwrap_err(), "disk full");
+    // The bookkeeping counts the segment that was never written.
+    c.process(event(auth(1, "s2", T0 + 1, "a2")), &mut out);
+    assert!(store.prepare(&mut c).is_err());
 }
 
 /// Runs rounds of rewrites, removals and new sessions through the log with these limits and
 /// checks its size and contents after each; returns the most segments one commit appended.
-fn log_cleaning_check(limits: LogLimits) -> usize {
+/// `pipelined`: each commit is prepared before the previous one is written, as the
+/// transform does.
+fn log_cleaning_check(limits: LogLimits, pipelined: bool) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let db = StateStore::new(dir.path());
     let ns = || SessionStore::with_limits(db.namespace("correlate/s"), limits);
@@ -676,6 +742,7 @@ fn log_cleaning_check(limits: LogLimits) -> usize {
     let mut max_segments_per_commit = 0;
     // The initial commit wrote segment 1.
     let mut last_seq = 1u64;
+    let mut unwritten = None;
     for round in 0..120 {
         // Rewrite a third of the sessions, remove a few, open a few.
         let slots: Vec<u32> = c.table.iter_slots().collect();
@@ -694,7 +761,14 @@ fn log_cleaning_check(limits: LogLimits) -> usize {
             c.process(event(e), &mut out);
             next += 1;
         }
-        store.commit(&mut c).unwrap();
+        if pipelined {
+            let prepared = store.prepare(&mut c).unwrap();
+            if let Some(previous) = unwritten.replace(prepared) {
+                store.write(&previous).unwrap();
+            }
+        } else {
+            store.commit(&mut c).unwrap();
+        }
         let stats = store.stats();
         max_segments = max_segments.max(stats.segments);
         let mut added = 0;
@@ -742,6 +816,9 @@ fn log_cleaning_check(limits: LogLimits) -> usize {
         "{max_segments} segments"
     );
 
+    if let Some(last) = unwritten {
+        store.write(&last).unwrap();
+    }
     let before = snapshot(&c);
     let (fresh, unreadable) = reload(&ns(), json!({}));
     assert_eq!(unreadable, 0);
@@ -829,4 +906,166 @@ fn committing_without_loading_a_stored_state_is_refused() {
     commit_chunk(&c, &ns(), vec![auth(1, "s1", T0, "e1")]);
     let events = vec![event(auth(1, "s2", T0, "e2"))];
     assert!(apply_and_commit(&c, &ns(), events).is_err());
+}
+
+// ---- The pipelined loop (pipeline.rs): outputs wait for their own commit ----
+
+use super::pipeline::{run_chunks, ChunkPipeline, CommitWatch};
+use super::state::WriteHook;
+use sessiontrail_core::ack::BatchReceiver;
+use sessiontrail_core::{EventBatch, Output};
+use tokio::sync::mpsc;
+
+/// A store whose writes each wait for the test: `started` receives one message as a write
+/// begins, and the write goes ahead when `go` receives one.
+fn gated_store(
+    db: &StateStore,
+) -> (
+    SessionStore,
+    mpsc::UnboundedReceiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let (started_tx, started) = mpsc::unbounded_channel();
+    let (go, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let hook: WriteHook = Arc::new(move || {
+        let _ = started_tx.send(());
+        go_rx
+            .lock()
+            .map_err(|_| "gate poisoned".to_string())?
+            .recv()
+            .map_err(|_| "gate closed".to_string())
+    });
+    let store = SessionStore::new(db.namespace("correlate/sessions")).with_write_hook(hook);
+    (store, started, go)
+}
+
+/// The transform's loop on `store`, with its input, output and the pipeline's watch.
+struct Loop {
+    input: mpsc::Sender<EventBatch>,
+    out: mpsc::Receiver<EventBatch>,
+    watch: Arc<CommitWatch>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+fn start_loop(store: SessionStore) -> Loop {
+    let registry = MetricsRegistry::new();
+    let metrics = registry.component("sessions", "correlate");
+    let (input, mut input_rx) = mpsc::channel(8);
+    let (out_tx, out) = mpsc::channel(8);
+    let watch = CommitWatch::new();
+    let correlator = Arc::new(std::sync::Mutex::new(correlator()));
+    let mut pipeline = ChunkPipeline::new(correlator, store, Arc::clone(&watch)).unwrap();
+    let task = tokio::spawn(async move {
+        let out = Output::new("sessions".into(), vec![out_tx], Arc::clone(&metrics));
+        let dropped = Output::unwired("sessions.dropped", Arc::clone(&metrics));
+        run_chunks(&mut pipeline, &mut input_rx, &out, &dropped, &metrics).await
+    });
+    Loop {
+        input,
+        out,
+        watch,
+        task,
+    }
+}
+
+/// `events` as one source batch, every event carrying a token of one notifier.
+fn acked_batch(events: Vec<Value>) -> (EventBatch, BatchReceiver) {
+    let (notifier, rx) = BatchNotifier::new();
+    let batch = events
+        .into_iter()
+        .map(|v| event(v).with_ack(notifier.token()))
+        .collect();
+    (batch, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_are_released_only_after_their_own_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateStore::new(dir.path());
+    let (store, mut started, go) = gated_store(&db);
+    let mut l = start_loop(store);
+
+    // Chunk 1: a start, its duplicate (absorbed) and the end.
+    let (batch, mut first) = acked_batch(vec![
+        auth(1, "s1", T0, "e1"),
+        auth(1, "s1", T0, "e1"),
+        auth(2, "s1", T0 + H, "e2"),
+    ]);
+    l.input.send(batch).await.unwrap();
+    started.recv().await.unwrap();
+    // Its commit is being written: nothing is forwarded, not even the duplicate is resolved.
+    assert!(l.out.try_recv().is_err());
+    assert!(first.try_recv().is_err());
+    assert_eq!(l.watch.in_flight(), 1);
+
+    // Chunk 2 arrives while commit 1 is held up (the loop may apply it meanwhile); commit 1
+    // going through releases chunk 1 only.
+    let (batch, mut second) = acked_batch(vec![auth(1, "s2", T0 + H, "e3")]);
+    l.input.send(batch).await.unwrap();
+    go.send(()).unwrap();
+    let forwarded = l.out.recv().await.unwrap();
+    assert_eq!(forwarded.len(), 2);
+    assert_eq!(
+        field(&forwarded[1], "unmapped.session_status"),
+        Some(&json!("complete"))
+    );
+    for e in forwarded {
+        e.ack(DeliveryStatus::Delivered);
+    }
+    let status = first.await.unwrap();
+    assert!(status.is_handled());
+    assert_eq!(
+        status.worst,
+        DeliveryStatus::Filtered,
+        "the absorbed duplicate"
+    );
+
+    started.recv().await.unwrap();
+    // Commit 2 is being written: chunk 2 is held.
+    assert!(l.out.try_recv().is_err());
+    assert!(second.try_recv().is_err());
+    go.send(()).unwrap();
+    let forwarded = l.out.recv().await.unwrap();
+    assert_eq!(forwarded.len(), 1);
+    for e in forwarded {
+        e.ack(DeliveryStatus::Delivered);
+    }
+    assert_eq!(second.await.unwrap().worst, DeliveryStatus::Delivered);
+
+    drop(l.input);
+    l.task.await.unwrap().unwrap();
+    assert_eq!(l.watch.in_flight(), 0);
+    // What was acknowledged is what the store holds.
+    let (c, _) = reload(
+        &SessionStore::new(db.namespace("correlate/sessions")),
+        json!({}),
+    );
+    assert_eq!(c.table.closed_count(), 1);
+    assert_eq!(c.table.open_count(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_commit_forwards_nothing_and_fails_the_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = StateStore::new(dir.path());
+    let hook: WriteHook = Arc::new(|| Err("disk full".to_string()));
+    let store = SessionStore::new(db.namespace("correlate/sessions")).with_write_hook(hook);
+    let mut l = start_loop(store);
+    let (batch, acked) = acked_batch(vec![
+        auth(1, "s1", T0, "e1"),
+        auth(1, "s1", T0, "e1"),
+        auth(2, "s1", T0 + H, "e2"),
+    ]);
+    l.input.send(batch).await.unwrap();
+    let err = l.task.await.unwrap().unwrap_err();
+    assert!(
+        err.contains("disk full") && err.contains("not saved"),
+        "{err}"
+    );
+    // Nothing reached the sink, and the tokens were dropped unresolved: the source re-reads.
+    assert!(l.out.recv().await.is_none());
+    assert_eq!(acked.await.unwrap().worst, DeliveryStatus::Failed);
+    // The API no longer shows the table as durable.
+    assert!(l.watch.wait_durable().is_err());
 }
