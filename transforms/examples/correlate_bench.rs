@@ -37,6 +37,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// As `sessiontrail`'s main: return freed memory at once (`mi_option_purge_delay` = 0).
 fn tune_allocator() {
+    // mimalloc's own variable, when set, wins (as in main).
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
     // SAFETY: sets a process-wide integer option, once, before any other thread starts.
     unsafe { libmimalloc_sys::mi_option_set(15, 0) };
 }
