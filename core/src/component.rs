@@ -165,6 +165,19 @@ impl TransformOutput {
     pub fn count_discarded(&mut self) {
         self.discarded += 1;
     }
+
+    /// Sends what a transform made of a batch on: the discarded are counted, the dead letters
+    /// go to `.dropped`, the events downstream.
+    pub async fn send(
+        self,
+        out: &Output,
+        dropped: &Output,
+        metrics: &ComponentMetrics,
+    ) -> Result<(), crate::output::OutputClosed> {
+        metrics.add_discarded(self.discarded);
+        dropped.send_dead_letters(self.dropped).await?;
+        out.send(self.out).await
+    }
 }
 
 /// A transform that handles one event at a time with no timers (filter, redact, ocsf).
@@ -187,8 +200,7 @@ pub fn run_function_transform<T: FunctionTransform>(
     } = cx;
     Box::pin(async move {
         while let Some(batch) = input.recv().await {
-            let bytes: usize = batch.iter().map(|e| e.meta.byte_size).sum();
-            metrics.add_received(batch.len() as u64, bytes as u64);
+            metrics.add_received_batch(&batch);
             let mut result = TransformOutput {
                 out: Vec::with_capacity(batch.len()),
                 ..Default::default()
@@ -196,14 +208,8 @@ pub fn run_function_transform<T: FunctionTransform>(
             for event in batch {
                 t.transform(event, &mut result);
             }
-            metrics.add_discarded(result.discarded);
-            if !result.dropped.is_empty() {
-                dropped
-                    .send_dead_letters(result.dropped)
-                    .await
-                    .map_err(|e| ComponentError(format!("transform {name}: {e}")))?;
-            }
-            out.send(result.out)
+            result
+                .send(&out, &dropped, &metrics)
                 .await
                 .map_err(|e| ComponentError(format!("transform {name}: {e}")))?;
         }
@@ -223,7 +229,8 @@ pub trait ParallelTransform: FunctionTransform + Sized {
     fn fork(&self) -> Self;
 }
 
-/// Batches smaller than this are not split: a thread hand-off costs more than it saves.
+/// Keyless records of batches smaller than this all go to the first copy: spreading them costs
+/// more thread hand-offs than it saves.
 const MIN_EVENTS_TO_SPLIT: usize = 64;
 
 /// What one copy made of its share of a batch, each output tagged with its input's position.
@@ -274,17 +281,10 @@ pub fn run_parallel_function_transform<T: ParallelTransform>(
     Box::pin(async move {
         let fail = |e: String| ComponentError(format!("transform {name}: {e}"));
         while let Some(batch) = input.recv().await {
-            let bytes: usize = batch.iter().map(|e| e.meta.byte_size).sum();
-            metrics.add_received(batch.len() as u64, bytes as u64);
+            metrics.add_received_batch(&batch);
             let result = copies.transform_batch(batch).await.map_err(fail)?;
-            metrics.add_discarded(result.discarded);
-            if !result.dropped.is_empty() {
-                dropped
-                    .send_dead_letters(result.dropped)
-                    .await
-                    .map_err(|e| fail(e.to_string()))?;
-            }
-            out.send(result.out)
+            result
+                .send(&out, &dropped, &metrics)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
         }

@@ -27,6 +27,11 @@ impl ComponentMetrics {
         self.received_events.fetch_add(events, Ordering::Relaxed);
         self.received_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
+    /// Counts a batch of events in (their number and their size as read).
+    pub fn add_received_batch(&self, events: &[crate::event::Event]) {
+        let bytes: usize = events.iter().map(|e| e.meta.byte_size).sum();
+        self.add_received(events.len() as u64, bytes as u64);
+    }
     pub fn add_sent(&self, events: u64, bytes: u64) {
         self.sent_events.fetch_add(events, Ordering::Relaxed);
         self.sent_bytes.fetch_add(bytes, Ordering::Relaxed);

@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::{mpsc, oneshot};
 
+use sessiontrail_core::component::TransformOutput;
 use sessiontrail_core::metrics::ComponentMetrics;
-use sessiontrail_core::{DeliveryStatus, Event, EventBatch, Output};
+use sessiontrail_core::{Event, EventBatch, Output};
 
 use super::correlator::{ChunkOutput, Correlator};
 use super::state::{PreparedCommit, SessionStore};
@@ -374,8 +375,7 @@ pub async fn run_chunks(
                 Err(_) => break,
             }
         }
-        let bytes: usize = events.iter().map(|e| e.meta.byte_size).sum();
-        metrics.add_received(events.len() as u64, bytes as u64);
+        metrics.add_received_batch(&events);
         if let Some(chunk) = pipeline.push(events).await? {
             release(chunk, out, dropped, metrics).await?;
         }
@@ -394,15 +394,14 @@ async fn release(
     dropped: &Output,
     metrics: &ComponentMetrics,
 ) -> Result<(), String> {
-    metrics.add_discarded(chunk.absorbed.len() as u64);
+    let mut output = TransformOutput::default();
+    output.out = chunk.forward;
+    output.dropped = chunk.dead;
     for e in chunk.absorbed {
-        e.ack(DeliveryStatus::Filtered);
+        output.discard(e);
     }
-    if !chunk.dead.is_empty() {
-        dropped
-            .send_dead_letters(chunk.dead)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    out.send(chunk.forward).await.map_err(|e| e.to_string())
+    output
+        .send(out, dropped, metrics)
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -478,15 +478,6 @@ impl<'a> OcsfEvent<'a> {
             .push((Cow::Borrowed(path), Field::Json(Cow::Borrowed(value))));
     }
 
-    /// The value set at exactly `path`, if any (the last one set).
-    pub fn get(&self, path: &str) -> Option<&Field<'a>> {
-        self.entries
-            .iter()
-            .rev()
-            .find(|(p, _)| p == path)
-            .map(|(_, v)| v)
-    }
-
     /// Writes the event as nested JSON members into `w` (an open object).
     pub fn write(mut self, w: &mut JsonObjectWriter) {
         if !self.profiles.is_empty() {
