@@ -71,8 +71,8 @@ impl Condition {
         self.eval(&|path| get_path(event, path))
     }
 
-    /// Evaluates with `get` looking the fields up.
-    fn eval<'v>(&self, get: &dyn Fn(&str) -> Option<&'v Value>) -> bool {
+    /// Evaluates the condition with `get` answering its field paths (dotted, as written).
+    pub fn eval<'v>(&self, get: &dyn Fn(&str) -> Option<&'v Value>) -> bool {
         match self {
             Condition::All(c) => c.iter().all(|c| c.eval(get)),
             Condition::Any(c) => c.iter().any(|c| c.eval(get)),

@@ -176,6 +176,21 @@ impl Event {
         }
     }
 
+    /// Changes the top-level members named in `touched` with `edit`. An event held as JSON
+    /// text stays text: only those members are parsed, the others are copied as they are
+    /// ([`crate::json_edit::edit_object_text`]), so neither this edit nor the sink has to
+    /// handle the whole tree. `edit` must only change the members named.
+    pub fn edit_members(&mut self, touched: &[&str], edit: impl FnOnce(&mut Object)) {
+        match &self.raw {
+            Some(text) => {
+                let text = crate::json_edit::edit_object_text(text, touched, edit);
+                self.raw = Some(text.0);
+                self.fields = OnceLock::new();
+            }
+            None => edit(self.fields_mut()),
+        }
+    }
+
     pub fn into_fields(mut self) -> Object {
         self.fields();
         self.fields.take().unwrap_or_default()

@@ -43,8 +43,13 @@ pub struct ExtractedPaths<'s> {
 
 impl ExtractedPaths<'_> {
     pub fn get(&self, path: &str) -> Option<&Value> {
-        let i = self.set.paths.iter().position(|p| p == path)?;
-        self.values.get(i)?.as_ref()
+        self.value(self.set.index_of(path)?)
+    }
+
+    /// The value of the set's path number `index` ([`PathSet::index_of`]): for readers that
+    /// resolve their paths once, not on every event.
+    pub fn value(&self, index: usize) -> Option<&Value> {
+        self.values.get(index)?.as_ref()
     }
 }
 
@@ -66,6 +71,16 @@ impl PathSet {
 
     pub fn is_empty(&self) -> bool {
         self.paths.is_empty()
+    }
+
+    /// The path numbered `index`.
+    pub fn path(&self, index: usize) -> Option<&str> {
+        self.paths.get(index).map(String::as_str)
+    }
+
+    /// The number of `path` in the set (paths given twice share one number).
+    pub fn index_of(&self, path: &str) -> Option<usize> {
+        self.paths.iter().position(|p| p == path)
     }
 
     /// The values of every path in one pass over `text`.
@@ -135,6 +150,15 @@ impl Node {
     }
 
     fn store(&self, value: Value, values: &mut [Option<Value>]) {
+        // The common case, one path ending here: the value moves, no copy.
+        if let [(id, rest)] = self.captured.as_slice() {
+            if rest.is_empty() {
+                if let Some(slot) = values.get_mut(*id) {
+                    *slot = Some(value);
+                }
+                return;
+            }
+        }
         for (id, rest) in &self.captured {
             let v = if rest.is_empty() {
                 Some(value.clone())

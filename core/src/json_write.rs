@@ -125,6 +125,13 @@ impl JsonObjectWriter {
         self
     }
 
+    /// A value already written as JSON text (a member copied from a validated object text).
+    pub(crate) fn raw(&mut self, key: &str, json: &str) -> &mut Self {
+        self.key(key);
+        self.text.push_str(json);
+        self
+    }
+
     /// Opens a nested object under `key`; members written next go into it until
     /// [`end_object`](Self::end_object).
     pub fn begin_object(&mut self, key: &str) -> &mut Self {

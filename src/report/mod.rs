@@ -247,7 +247,7 @@ fn absorb(
         *failed_attempts += 1;
         return;
     }
-    let kind = classify(ev, None, None);
+    let kind = classify(ev);
     if status.is_none() && !matches!(kind, EventKind::Start | EventKind::End) {
         return;
     }

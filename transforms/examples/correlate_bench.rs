@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use sessiontrail_core::json_write::JsonObjectWriter;
 use sessiontrail_core::metrics::MetricsRegistry;
 use sessiontrail_core::store::StateStore;
-use sessiontrail_core::{Event, Object, Value};
+use sessiontrail_core::{Event, EventMeta, Object};
 use sessiontrail_transforms::correlate::correlator::{CorrelateMetrics, Correlator};
 use sessiontrail_transforms::correlate::pipeline::{ChunkPipeline, CommitWatch, PipelineTimes};
 use sessiontrail_transforms::correlate::state::{SessionStore, SEGMENT_BYTES};
@@ -90,49 +91,47 @@ struct Session {
 }
 
 /// Builds the OCSF Authentication events of the stream (the fields the `ocsf` transform
-/// gives Windows logons and logoffs), with the maps filled directly rather than through
-/// `json!` and `format!` (the same events, built about three times faster).
+/// gives Windows logons and logoffs) as the `ocsf` transform hands them on: JSON text, which
+/// correlate reads without parsing it whole.
 struct Events {
-    source: Arc<str>,
+    meta: EventMeta,
     users: Vec<String>,
     hosts: Vec<String>,
 }
 
 impl Events {
     fn new() -> Self {
+        let source = Event::new(Object::new(), "bench".into(), 300);
         Events {
-            source: "bench".into(),
+            meta: source.into_parts().1,
             users: (0..50).map(|i| format!("CORP\\user{i:02}")).collect(),
             hosts: (0..20).map(|i| format!("res-rds-waw-{i:02}")).collect(),
         }
     }
 
     fn event(&self, activity: u64, s: &Session, time: i64, rng: &mut Rng) -> Event {
-        fn text(s: &str) -> Value {
-            Value::String(s.to_owned())
-        }
-        fn one(key: &str, value: Value) -> Value {
-            let mut m = Object::new();
-            m.insert(key.to_owned(), value);
-            Value::Object(m)
-        }
-        let mut metadata = Object::new();
-        metadata.insert("uid".into(), Value::String(rng.uuid()));
-        metadata.insert("product".into(), one("name", text("Windows")));
-        metadata.insert("version".into(), text("1.8.0"));
-        let mut f = Object::new();
-        f.insert("class_uid".into(), Value::from(3002));
-        f.insert("category_uid".into(), Value::from(3));
-        f.insert("activity_id".into(), Value::from(activity));
-        f.insert("time".into(), Value::from(time));
-        f.insert("metadata".into(), Value::Object(metadata));
-        f.insert("session".into(), one("uid", text(&s.id)));
-        f.insert("user".into(), one("name", text(&self.users[s.user])));
-        f.insert(
-            "dst_endpoint".into(),
-            one("hostname", text(&self.hosts[s.host])),
-        );
-        Event::new(f, Arc::clone(&self.source), 300)
+        let mut w = JsonObjectWriter::with_capacity(320);
+        w.unsigned("class_uid", 3002)
+            .unsigned("category_uid", 3)
+            .unsigned("activity_id", activity)
+            .integer("time", time)
+            .begin_object("metadata")
+            .string("uid", &rng.uuid())
+            .begin_object("product")
+            .string("name", "Windows")
+            .end_object()
+            .string("version", "1.8.0")
+            .end_object()
+            .begin_object("session")
+            .string("uid", &s.id)
+            .end_object()
+            .begin_object("user")
+            .string("name", &self.users[s.user])
+            .end_object()
+            .begin_object("dst_endpoint")
+            .string("hostname", &self.hosts[s.host])
+            .end_object();
+        Event::from_json_parts(w.finish(), self.meta.clone())
     }
 }
 

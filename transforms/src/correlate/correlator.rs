@@ -7,16 +7,20 @@
 //! later duplicate end, a start that arrives after its end, an admin correction), a new result
 //! is emitted with `unmapped.correction = true`: for each session, the last result wins.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use sessiontrail_core::condition::Condition;
 use sessiontrail_core::json::set_path;
 use sessiontrail_core::metrics::MetricsRegistry;
 use sessiontrail_core::{DeadLetter, Event, Object, Value};
 
+use super::fields::{
+    event_id_hash, EventFields, FieldReads, ACTIVITY_ID, API_OPERATION, CLASS_UID, END_REASON,
+    EVENT_UID, PRODUCT, REPORTED_DURATION, RESOURCE_FIELDS, SESSION_CORRECTION, STATUS_ID, TIME,
+    USER_FIELDS,
+};
 use super::table::{
     KeyPart, SessionRecord, SessionTable, SessionUid, Status, Sym, FLAG_LOADED,
     MAX_EXTRA_KEY_FIELDS, NO_REPORTED_DURATION, NO_SYM, NO_TIME,
@@ -31,32 +35,11 @@ const ACTIVITY_LOGON_OR_OPEN: u64 = 1;
 const ACTIVITY_LOGOFF_OR_CLOSE: u64 = 2;
 const STATUS_FAILURE: u64 = 2;
 
-/// Where the session owner and the resource are found, first present wins. Paths are given
-/// already split: these are read for every session event.
-const USER_FIELDS: &[&[&str]] = &[
-    &["user", "name"],
-    &["actor", "user", "name"],
-    &["user", "email_addr"],
-    &["actor", "user", "email_addr"],
-    &["user", "uid"],
-    &["actor", "user", "uid"],
-];
-/// `dst_endpoint.uid` first: the Windows agent's `resource_id` is the resource's identity,
-/// its host name only a label.
-const RESOURCE_FIELDS: &[&[&str]] = &[
-    &["dst_endpoint", "uid"],
-    &["dst_endpoint", "instance_uid"],
-    &["dst_endpoint", "hostname"],
-    &["device", "hostname"],
-];
 /// The default session id field, and where the `ocsf` transform puts the id for classes
 /// without a `session` attribute (API Activity for SSM, Network Activity for Parsec).
 pub const SESSION_ID_FIELD: &str = "session.uid";
 pub const ACTOR_SESSION_ID_FIELD: &str = "actor.session.uid";
 const PRODUCT_FIELD: &str = "metadata.product.name";
-const PRODUCT_PATH: &[&str] = &["metadata", "product", "name"];
-const END_REASON_PATH: &[&str] = &["unmapped", "end_reason"];
-const REPORTED_DURATION_PATH: &[&str] = &["unmapped", "reported_duration_s"];
 
 /// What an event means to correlate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,35 +54,29 @@ pub enum EventKind {
     Other,
 }
 
-/// The default recognition (OCSF class + activity), with optional overrides.
-pub fn classify(
-    fields: &Object,
-    starts_when: Option<&Condition>,
-    ends_when: Option<&Condition>,
-) -> EventKind {
-    classify_top(&TopLevel::new(fields), starts_when, ends_when)
+/// The default recognition (OCSF class + activity) of a parsed event (the report's).
+pub fn classify(fields: &Object) -> EventKind {
+    static READS: LazyLock<FieldReads> =
+        LazyLock::new(|| FieldReads::new(SESSION_ID_FIELD, Some(ACTOR_SESSION_ID_FIELD), &[], &[]));
+    classify_fields(&EventFields::of_object(&READS, fields), None, None)
 }
 
-fn classify_top(
-    event: &TopLevel,
+fn classify_fields(
+    event: &EventFields,
     starts_when: Option<&Condition>,
     ends_when: Option<&Condition>,
 ) -> EventKind {
-    if event
-        .get("unmapped")
-        .and_then(|u| u.get("session_correction"))
-        .is_some_and(Value::is_object)
-    {
+    if event.get(SESSION_CORRECTION).is_some_and(Value::is_object) {
         return EventKind::Correction;
     }
-    if starts_when.is_some_and(|c| c.matches(event.fields)) {
+    if starts_when.is_some_and(|c| event.matches(c)) {
         return EventKind::Start;
     }
-    if ends_when.is_some_and(|c| c.matches(event.fields)) {
+    if ends_when.is_some_and(|c| event.matches(c)) {
         return EventKind::End;
     }
-    let class = event.get("class_uid").and_then(Value::as_u64);
-    let activity = event.get("activity_id").and_then(Value::as_u64);
+    let class = event.get_u64(CLASS_UID);
+    let activity = event.get_u64(ACTIVITY_ID);
     let kind = match (class, activity) {
         (Some(CLASS_AUTHENTICATION | CLASS_NETWORK_ACTIVITY), Some(ACTIVITY_LOGON_OR_OPEN)) => {
             EventKind::Start
@@ -107,7 +84,7 @@ fn classify_top(
         (Some(CLASS_AUTHENTICATION | CLASS_NETWORK_ACTIVITY), Some(ACTIVITY_LOGOFF_OR_CLOSE)) => {
             EventKind::End
         }
-        (Some(CLASS_API_ACTIVITY), _) => match event.lookup_str(&["api", "operation"]) {
+        (Some(CLASS_API_ACTIVITY), _) => match event.get_str(API_OPERATION) {
             Some("StartSession") => EventKind::Start,
             Some("ResumeSession") => EventKind::Resume,
             Some("TerminateSession") => EventKind::End,
@@ -135,131 +112,6 @@ fn epoch_ms(time: &Value) -> Option<i64> {
             .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
         _ => None,
     }
-}
-
-/// How many top-level fields [`top_level_slot`] knows.
-const TOP_LEVEL_FIELDS: usize = 12;
-
-/// The top-level fields the rules read, numbered. A lookup in the event's map compares the
-/// wanted name with the keys in turn, and a session event needs about a dozen lookups: they are
-/// all answered from one pass over its keys instead ([`TopLevel`]). A `match`, so that the
-/// pass compares lengths before bytes and a lookup by a constant name costs nothing.
-#[inline]
-fn top_level_slot(key: &str) -> Option<usize> {
-    Some(match key {
-        "activity_id" => 0,
-        "actor" => 1,
-        "api" => 2,
-        "class_uid" => 3,
-        "device" => 4,
-        "dst_endpoint" => 5,
-        "metadata" => 6,
-        "session" => 7,
-        "status_id" => 8,
-        "time" => 9,
-        "unmapped" => 10,
-        "user" => 11,
-        _ => return None,
-    })
-}
-
-/// An event's fields, with the top-level ones the rules read found ([`top_level_slot`]).
-struct TopLevel<'a> {
-    fields: &'a Object,
-    values: [Option<&'a Value>; TOP_LEVEL_FIELDS],
-}
-
-impl<'a> TopLevel<'a> {
-    fn new(fields: &'a Object) -> Self {
-        let mut values = [None; TOP_LEVEL_FIELDS];
-        for (key, value) in fields {
-            if let Some(slot) = top_level_slot(key) {
-                values[slot] = Some(value);
-            }
-        }
-        TopLevel { fields, values }
-    }
-
-    #[inline]
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        match top_level_slot(key) {
-            Some(slot) => self.values[slot],
-            None => self.fields.get(key),
-        }
-    }
-
-    /// [`sessiontrail_core::json::get_path`] with the path already split into keys (numeric
-    /// keys index arrays, as there): paths are not split again for every event.
-    fn lookup<K: AsRef<str>>(&self, path: &[K]) -> Option<&'a Value> {
-        let (first, rest) = path.split_first()?;
-        let mut cur = self.get(first.as_ref())?;
-        for key in rest {
-            cur = match cur {
-                Value::Object(m) => m.get(key.as_ref())?,
-                Value::Array(a) => a.get(key.as_ref().parse::<usize>().ok()?)?,
-                _ => return None,
-            };
-        }
-        Some(cur)
-    }
-
-    /// A non-empty string at `path`.
-    fn lookup_str<K: AsRef<str>>(&self, path: &[K]) -> Option<&'a str> {
-        match self.lookup(path)? {
-            Value::String(s) if !s.is_empty() => Some(s),
-            _ => None,
-        }
-    }
-
-    /// The first non-empty string of `paths`.
-    fn first_str(&self, paths: &[&[&str]]) -> Option<&'a str> {
-        paths.iter().find_map(|p| self.lookup_str(p))
-    }
-}
-
-/// A configured field path (`a.b.c`), split once when the correlator is built.
-#[derive(Debug, Clone)]
-struct FieldPath(Box<[Box<str>]>);
-
-impl FieldPath {
-    fn new(path: &str) -> Self {
-        FieldPath(path.split('.').map(Box::from).collect())
-    }
-
-    /// The key field's text: strings as they are, numbers in decimal (Parsec ids are
-    /// numbers). Borrowed when it is a string, so reading a key copies nothing.
-    fn key_text<'a>(&self, event: &TopLevel<'a>) -> Option<Cow<'a, str>> {
-        match event.lookup(&self.0)? {
-            Value::String(s) if !s.is_empty() => Some(Cow::Borrowed(s)),
-            Value::Number(n) => Some(Cow::Owned(n.to_string())),
-            _ => None,
-        }
-    }
-}
-
-/// FNV-1a 64: a stable hash (it is persisted) of an event id, for dedupe. 0 means "no id".
-pub fn event_id_hash(fields: &Object) -> u64 {
-    event_id_hash_of(fields.get("metadata"))
-}
-
-/// [`event_id_hash`] from the event's `metadata`.
-fn event_id_hash_of(metadata: Option<&Value>) -> u64 {
-    // The same text as `FieldPath::key_text`, without copying a string id (every event has one).
-    let number;
-    let id: &str = match metadata.and_then(|m| m.get("uid")) {
-        Some(Value::String(s)) if !s.is_empty() => s,
-        Some(Value::Number(n)) => {
-            number = n.to_string();
-            &number
-        }
-        _ => return 0,
-    };
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h.max(1)
 }
 
 /// Settings resolved from the config.
@@ -412,13 +264,12 @@ pub struct ChunkOutput {
 pub struct Correlator {
     pub table: SessionTable,
     settings: Settings,
-    /// `key_fields[0]`, split once.
-    session_id_path: FieldPath,
-    /// `actor.session.uid` when the session id field is the default `session.uid`: where the
-    /// `ocsf` transform puts the id for classes without a `session` attribute.
-    actor_session_id_path: Option<FieldPath>,
-    /// The key fields after the session id (at most [`MAX_EXTRA_KEY_FIELDS`]), split once.
-    extra_key_paths: Vec<FieldPath>,
+    /// The fields the rules read, numbered. The session id is `key_fields[0]`, or
+    /// `actor.session.uid` when the id field is the default `session.uid` and the event has
+    /// none (where the `ocsf` transform puts the id for classes without a `session`
+    /// attribute); then at most [`MAX_EXTRA_KEY_FIELDS`] more key fields. In an `Arc` so that
+    /// an event's [`EventFields`] can borrow it while the rules change `self`.
+    reads: Arc<FieldReads>,
     name: Arc<str>,
     /// Newest event time seen on a start or end (epoch ms): the clock of expiry and forgetting.
     pub watermark: i64,
@@ -459,22 +310,27 @@ enum Outcome {
 impl Correlator {
     pub fn new(settings: Settings, name: Arc<str>, metrics: CorrelateMetrics) -> Self {
         let id_field = settings.key_fields.first().map_or(SESSION_ID_FIELD, |f| f);
-        let session_id_path = FieldPath::new(id_field);
-        let actor_session_id_path =
-            (id_field == SESSION_ID_FIELD).then(|| FieldPath::new(ACTOR_SESSION_ID_FIELD));
-        let extra_key_paths = settings
+        let extra_keys: Vec<String> = settings
             .key_fields
             .iter()
             .skip(1)
             .take(MAX_EXTRA_KEY_FIELDS)
-            .map(|f| FieldPath::new(f))
+            .cloned()
             .collect();
+        let conditions: Vec<&Condition> = [&settings.starts_when, &settings.ends_when]
+            .into_iter()
+            .flatten()
+            .collect();
+        let reads = Arc::new(FieldReads::new(
+            id_field,
+            (id_field == SESSION_ID_FIELD).then_some(ACTOR_SESSION_ID_FIELD),
+            &extra_keys,
+            &conditions,
+        ));
         Correlator {
             table: SessionTable::new(),
             settings,
-            session_id_path,
-            actor_session_id_path,
-            extra_key_paths,
+            reads,
             name,
             watermark: NO_TIME,
             end_only_bodies: HashMap::new(),
@@ -506,26 +362,28 @@ impl Correlator {
         &self.settings
     }
 
-    pub fn process(&mut self, event: Event, out: &mut ChunkOutput) {
-        // Everything the rules need is read through one borrow of the fields; the event is
-        // changed (if at all) once the outcome is known.
-        let fields = event.fields();
-        let top = TopLevel::new(fields);
-        let kind = classify_top(
-            &top,
+    pub fn process(&mut self, mut event: Event, out: &mut ChunkOutput) {
+        // Everything the rules need is read in one pass over the event (its text, usually);
+        // the event is changed (if at all) once the outcome is known.
+        let reads = Arc::clone(&self.reads);
+        let fields = EventFields::new(&reads, &event);
+        let kind = classify_fields(
+            &fields,
             self.settings.starts_when.as_ref(),
             self.settings.ends_when.as_ref(),
         );
         if kind == EventKind::Other {
+            drop(fields);
             out.forward.push(event);
             return;
         }
-        let Some(time) = top.get("time").and_then(epoch_ms) else {
-            let reason = if fields.contains_key("time") {
+        let Some(time) = fields.get(TIME).and_then(epoch_ms) else {
+            let reason = if fields.get(TIME).is_some() {
                 "wrong_type"
             } else {
                 "missing_field"
             };
+            drop(fields);
             self.dead_letter(
                 reason,
                 "a session event needs `time` as epoch milliseconds".into(),
@@ -534,33 +392,36 @@ impl Correlator {
             );
             return;
         };
-        if kind == EventKind::Start
-            && top.get("status_id").and_then(Value::as_u64) == Some(STATUS_FAILURE)
-        {
-            let mut event = event;
-            let fields = event.fields_mut();
-            set_path(fields, "unmapped.correlation", "failed_start".into());
-            set_path(fields, "unmapped.session_status", "failed".into());
+        if kind == EventKind::Start && fields.get_u64(STATUS_ID) == Some(STATUS_FAILURE) {
+            drop(fields);
+            event.edit_members(&["unmapped"], |fields| {
+                set_path(fields, "unmapped.correlation", "failed_start".into());
+                set_path(fields, "unmapped.session_status", "failed".into());
+            });
             out.forward.push(event);
             return;
         }
-        let Some(key) = self.session_key(&top) else {
+        let Some(key) = self.session_key(&fields) else {
             let msg = format!(
                 "a session event needs the session key field `{}`",
                 self.settings.key_fields[0]
             );
+            drop(fields);
             self.dead_letter("missing_field", msg, event, out);
             return;
         };
-        let slot =
-            self.table
-                .find_key(&key.uid, key.hash, &key.parts[..self.extra_key_paths.len()]);
+        let slot = self
+            .table
+            .find_key(&key.uid, key.hash, &key.parts[..reads.extra_keys.len()]);
         let outcome = match kind {
-            EventKind::Correction => self.on_correction(&top, time, slot, &key.uid),
-            EventKind::Start | EventKind::Resume => self.on_start(&top, time, slot, key, kind, out),
-            EventKind::End => self.on_end(&top, time, slot, key),
+            EventKind::Correction => self.on_correction(&fields, time, slot, &key.uid),
+            EventKind::Start | EventKind::Resume => {
+                self.on_start(&fields, time, slot, key, kind, out)
+            }
+            EventKind::End => self.on_end(&fields, time, slot, key),
             EventKind::Other => unreachable!("handled above"),
         };
+        drop(fields);
         self.dispose(event, outcome, out);
         if kind == EventKind::Correction {
             // The watermark follows starts and ends only; corrections do not sweep.
@@ -585,7 +446,9 @@ impl Correlator {
                 correlation,
                 correction,
             } => {
-                self.annotate(event.fields_mut(), slot, correlation, correction);
+                event.edit_members(ANNOTATED_MEMBERS, |fields| {
+                    self.annotate(fields, slot, correlation, correction)
+                });
                 out.forward.push(event);
             }
             Outcome::Absorb => out.absorbed.push(event),
@@ -597,16 +460,15 @@ impl Correlator {
 
     /// The event's session key; `None` without a session id. Reads without copying: only a
     /// session id that is not a canonical UUID is copied (it becomes the record's id).
-    fn session_key(&self, event: &TopLevel) -> Option<SessionKey> {
-        let id = self.session_id_path.key_text(event).or_else(|| {
-            self.actor_session_id_path
-                .as_ref()
-                .and_then(|p| p.key_text(event))
-        })?;
+    fn session_key(&self, event: &EventFields) -> Option<SessionKey> {
+        let reads = event.reads();
+        let id = event
+            .key_text(reads.session_id)
+            .or_else(|| reads.actor_session_id.and_then(|id| event.key_text(id)))?;
         let uid = SessionUid::new(&id);
         let mut parts = [KeyPart::Missing; MAX_EXTRA_KEY_FIELDS];
-        for (part, path) in parts.iter_mut().zip(&self.extra_key_paths) {
-            *part = self.table.key_part(path.key_text(event).as_deref());
+        for (part, &id) in parts.iter_mut().zip(&reads.extra_keys) {
+            *part = self.table.key_part(event.key_text(id).as_deref());
         }
         Some(SessionKey {
             hash: self.table.hash_uid(&uid),
@@ -641,26 +503,23 @@ impl Correlator {
     }
 
     /// A new record for the session `key`, with the owner, resource and product of `event`.
-    fn new_record(&mut self, key: SessionKey, event: &TopLevel) -> SessionRecord {
+    fn new_record(&mut self, key: SessionKey, event: &EventFields) -> SessionRecord {
         let mut rec = SessionRecord::new(key.uid);
-        for ((sym, part), path) in rec
+        for ((sym, part), &id) in rec
             .extra
             .iter_mut()
             .zip(key.parts)
-            .zip(&self.extra_key_paths)
+            .zip(&event.reads().extra_keys)
         {
             *sym = match part {
                 KeyPart::Known(s) => s,
                 KeyPart::Missing => NO_SYM,
                 // Looked up but never interned: the value is read again to be stored.
-                KeyPart::Unknown => self
-                    .table
-                    .strings
-                    .intern_opt(path.key_text(event).as_deref()),
+                KeyPart::Unknown => self.table.strings.intern_opt(event.key_text(id).as_deref()),
             };
         }
         let strings = &mut self.table.strings;
-        rec.product = strings.intern_opt(event.lookup_str(PRODUCT_PATH));
+        rec.product = strings.intern_opt(event.get_str(PRODUCT));
         rec.user = strings.intern_opt(event.first_str(USER_FIELDS));
         rec.resource = strings.intern_opt(event.first_str(RESOURCE_FIELDS));
         rec
@@ -668,14 +527,14 @@ impl Correlator {
 
     fn on_start(
         &mut self,
-        event: &TopLevel,
+        event: &EventFields,
         time: i64,
         slot: Option<u32>,
         key: SessionKey,
         kind: EventKind,
         out: &mut ChunkOutput,
     ) -> Outcome {
-        let event_id = event_id_hash_of(event.get("metadata"));
+        let event_id = event_id_hash(event.get(EVENT_UID));
         let Some(slot) = slot else {
             if self.table.open_count() >= self.settings.max_open_sessions {
                 if let Some(oldest) = self.table.pop_open_started_before(i64::MAX) {
@@ -759,18 +618,15 @@ impl Correlator {
 
     fn on_end(
         &mut self,
-        event: &TopLevel,
+        event: &EventFields,
         time: i64,
         slot: Option<u32>,
         key: SessionKey,
     ) -> Outcome {
-        let event_id = event_id_hash_of(event.get("metadata"));
-        let reason = self
-            .table
-            .strings
-            .intern_opt(event.lookup_str(END_REASON_PATH));
+        let event_id = event_id_hash(event.get(EVENT_UID));
+        let reason = self.table.strings.intern_opt(event.get_str(END_REASON));
         let reported = event
-            .lookup(REPORTED_DURATION_PATH)
+            .get(REPORTED_DURATION)
             .and_then(Value::as_f64)
             .filter(|d| d.is_finite() && *d >= 0.0 && *d < f64::from(NO_REPORTED_DURATION))
             .map(|d| d as u32)
@@ -786,7 +642,7 @@ impl Correlator {
             let forget = self.forget_at(&rec);
             let slot = self.table.insert_hashed(rec, hash, true);
             self.table.schedule_forget(slot, forget);
-            self.end_only_bodies.insert(slot, event.fields.clone());
+            self.end_only_bodies.insert(slot, event.to_object());
             inc(&self.metrics.end_without_start);
             return Outcome::Annotate {
                 slot,
@@ -832,7 +688,7 @@ impl Correlator {
             self.gauge_add(product, -1);
         }
         if status == Status::EndOnly {
-            self.end_only_bodies.insert(slot, event.fields.clone());
+            self.end_only_bodies.insert(slot, event.to_object());
         }
         let forget = self.forget_at(self.table.get(slot));
         self.table.schedule_forget(slot, forget);
@@ -845,7 +701,7 @@ impl Correlator {
 
     fn on_correction(
         &mut self,
-        event: &TopLevel,
+        event: &EventFields,
         time: i64,
         slot: Option<u32>,
         uid: &SessionUid,
@@ -859,7 +715,7 @@ impl Correlator {
                 ),
             };
         };
-        let c = |k: &str| event.lookup(&["unmapped", "session_correction", k]);
+        let c = |k: &str| event.get(SESSION_CORRECTION).and_then(|c| c.get(k));
         if c("status_after")
             .and_then(Value::as_str)
             .is_some_and(|s| s != "closed")
@@ -1031,7 +887,7 @@ impl Correlator {
             .fetch_add(delta, Ordering::Relaxed);
     }
 
-    /// Writes the session result onto an event: `start_time`, `end_time`, `duration` (ms),
+    /// Writes the session result onto an event (only the [`ANNOTATED_MEMBERS`] of it): `start_time`, `end_time`, `duration` (ms),
     /// `session.created_time` and the `unmapped.session_*` fields.
     pub fn annotate(&self, fields: &mut Object, slot: u32, correlation: &str, correction: bool) {
         let rec = self.table.get(slot);
@@ -1097,6 +953,17 @@ impl Correlator {
         }
     }
 }
+
+/// The top-level members [`Correlator::annotate`] may change: an event held as text is
+/// edited by parsing only these.
+const ANNOTATED_MEMBERS: &[&str] = &[
+    "start_time",
+    "end_time",
+    "duration",
+    "session",
+    "actor",
+    "unmapped",
+];
 
 /// Sets a top-level number, or removes the key when there is no value.
 fn set_or_remove(fields: &mut Object, key: &str, value: Option<i64>) {

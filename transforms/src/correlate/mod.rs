@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod correlator;
+mod fields;
 pub mod pipeline;
 pub mod state;
 pub mod table;

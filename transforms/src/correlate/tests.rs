@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use sessiontrail_core::json::get_path;
+use sessiontrail_core::json::{decode_record, get_path, Decoded};
 use sessiontrail_core::metrics::MetricsRegistry;
 use sessiontrail_core::store::StateStore;
 use sessiontrail_core::{BatchNotifier, DeliveryStatus, Event};
@@ -38,7 +38,17 @@ fn correlator() -> Correlator {
     correlator_with(json!({})).0
 }
 
+/// An input event as the `ocsf` transform hands it over: JSON text, parsed only if read.
 fn event(v: Value) -> Event {
+    let text = v.to_string();
+    let Ok(Decoded::Record(json)) = decode_record(text.as_bytes(), 1 << 20) else {
+        panic!("an object: {text}")
+    };
+    Event::from_json(json, "test".into(), text.len())
+}
+
+/// The same event already parsed (as after a transform that changed it).
+fn parsed_event(v: Value) -> Event {
     let Value::Object(fields) = v else {
         panic!("object")
     };
@@ -1068,4 +1078,80 @@ async fn a_failed_commit_forwards_nothing_and_fails_the_chunk() {
     assert_eq!(acked.await.unwrap().worst, DeliveryStatus::Failed);
     // The API no longer shows the table as durable.
     assert!(l.watch.wait_durable().is_err());
+}
+
+/// Events held as JSON text are read and annotated without parsing them whole; the results
+/// must be exactly those of the same events already parsed, for every rule.
+#[test]
+fn text_events_and_parsed_events_come_out_alike() {
+    let mut end_reported = auth(2, "s2", T0 + 3 * H, "e4");
+    end_reported["unmapped"] =
+        json!({"reported_duration_s": 5, "end_reason": "logoff", "other": [1]});
+    let mut failed = auth(1, "s9", T0, "e9");
+    failed["status_id"] = json!(2);
+    let mut parsec = json!({
+        "class_uid": 4001, "activity_id": 1, "time": T0 + H,
+        "metadata": {"uid": 77, "product": {"name": "Parsec"}},
+        "actor": {"session": {"uid": 1234}, "user": {"email_addr": "a@example.com"}},
+        "device": {"hostname": "gpu-01"},
+    });
+    let mut parsec_end = parsec.clone();
+    parsec_end["activity_id"] = json!(2);
+    parsec_end["time"] = json!(T0 + 2 * H);
+    parsec_end["metadata"]["uid"] = json!(78);
+    parsec["unmapped"] = json!("not an object");
+    let stream = vec![
+        auth(1, "s1", T0, "e1"),
+        auth(1, "s1", T0, "e1"), // duplicate start
+        auth(2, "s1", T0 + H, "e2"),
+        auth(2, "s1", T0 + 2 * H, "e3"), // later duplicate end: a correction
+        end_reported,                    // end without start
+        auth(1, "s2", T0 + H, "e5"),     // its late start
+        failed,
+        ssm("StartSession", "ssm-1", T0, "a1", Some("i-1")),
+        ssm("TerminateSession", "ssm-1", T0 + H, "a2", None),
+        parsec,
+        parsec_end,
+        auth(1, "s3", T0 + 2 * H, "e6"),
+        correction(
+            "s3",
+            json!({"status_after": "closed", "updated_by": "ops", "reason": "r"}),
+        ),
+        json!({"class_uid": 3002, "activity_id": 1, "session": {"uid": "no-time"}}),
+        json!({"class_uid": 3002, "activity_id": 1, "time": "noon", "session": {"uid": "t"}}),
+        json!({"class_uid": 3002, "activity_id": 2, "time": T0}),
+        json!({"class_uid": 1007, "activity_id": 1, "time": T0, "note": "not a session event"}),
+        auth(1, "s4", T0, "e7"),
+        auth(1, "s5", T0 + 30 * H, "e8"), // expires s3 and s4 by age
+    ];
+    let body = |e: &Event| -> Value { serde_json::from_str(&e.to_json_string()).unwrap() };
+    let outputs = |text: bool| {
+        let mut c = correlator();
+        let mut out = ChunkOutput::default();
+        for v in stream.clone() {
+            let e = if text { event(v) } else { parsed_event(v) };
+            c.process(e, &mut out);
+        }
+        let bodies = |events: &[Event]| events.iter().map(body).collect::<Vec<_>>();
+        (bodies(&out.forward), bodies(&out.dead), out.absorbed.len())
+    };
+    let (text, parsed) = (outputs(true), outputs(false));
+    assert_eq!(text, parsed);
+    // The stream did exercise the rules: results, corrections, dead letters, duplicates.
+    let statuses: Vec<&str> = text
+        .0
+        .iter()
+        .filter_map(|e| get_path(e.as_object()?, "unmapped.session_status")?.as_str())
+        .collect();
+    for s in [
+        "complete",
+        "end_only",
+        "failed",
+        "closed_by_admin",
+        "expired",
+    ] {
+        assert!(statuses.contains(&s), "no {s} result in {statuses:?}");
+    }
+    assert_eq!(text.1.len(), 3);
+    assert_eq!(text.2, 1);
 }
