@@ -4,6 +4,7 @@
 //! A newcomer should read, in this order: [`event`], [`ack`], [`component`], [`output`].
 
 pub mod ack;
+pub mod allocator;
 pub mod component;
 pub mod condition;
 pub mod dead_letter;

@@ -37,15 +37,6 @@ use sessiontrail_transforms::correlate::{CorrelateConfig, MAX_EVENTS_PER_COMMIT}
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// As `sessiontrail`'s main: return freed memory at once (`mi_option_purge_delay` = 0).
-fn tune_allocator() {
-    // mimalloc's own variable, when set, wins (as in main).
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-        return;
-    }
-    // SAFETY: sets a process-wide integer option, once, before any other thread starts.
-    unsafe { libmimalloc_sys::mi_option_set(15, 0) };
-}
-
 const T0: i64 = 1_741_593_600_000;
 
 struct Rng(u64);
@@ -226,7 +217,8 @@ fn times_line(t: &PipelineTimes, secs: f64) -> String {
 }
 
 fn main() {
-    tune_allocator();
+    // As `sessiontrail`'s main.
+    sessiontrail_core::allocator::tune_mimalloc();
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str).unwrap_or("throughput");
     if mode == "store" {

@@ -19,12 +19,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const BATCH: usize = 1024;
 
 fn main() -> Result<(), String> {
-    // As `sessiontrail`'s main: return freed memory at once (`mi_option_purge_delay` = 0),
-    // unless mimalloc's own variable says otherwise.
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets a process-wide integer option, before any other thread starts.
-        unsafe { libmimalloc_sys::mi_option_set(15, 0) };
-    }
+    // As `sessiontrail`'s main.
+    sessiontrail_core::allocator::tune_mimalloc();
     let mut args = std::env::args().skip(1);
     let path = args.next().ok_or("usage: ocsf_bench FILE [THREADS...]")?;
     let mut threads: Vec<usize> = args.filter_map(|a| a.parse().ok()).collect();
