@@ -2,7 +2,7 @@
 # Benchmark (not a test) of the correlate transform.
 #
 # Part 1 (always): the transform's chunk loop (`transforms/examples/correlate_bench.rs`): OCSF
-#   events applied to the session table in chunks, every chunk committed to a real redb store
+#   events (JSON text, as the ocsf transform emits them) applied to the session table in chunks, every chunk committed to a real redb store
 #   (fsynced), the commit written while the next chunk is applied, as the transform does:
 #   events/s with 100,000 concurrent sessions (with the time split into applying, encoding
 #   commits and waiting for writes, and how much of the writes the applying hid), and peak

@@ -184,11 +184,16 @@ impl Event {
         match &self.raw {
             Some(text) => {
                 let text = crate::json_edit::edit_object_text(text, touched, edit);
-                self.raw = Some(text.0);
-                self.fields = OnceLock::new();
+                self.set_json(text);
             }
             None => edit(self.fields_mut()),
         }
+    }
+
+    /// Replaces the event's body with `text` (its metadata stays).
+    pub fn set_json(&mut self, text: JsonObjectText) {
+        self.raw = Some(text.0);
+        self.fields = OnceLock::new();
     }
 
     pub fn into_fields(mut self) -> Object {

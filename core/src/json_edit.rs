@@ -31,7 +31,7 @@ pub fn edit_object_text(
     touched: &[&str],
     edit: impl FnOnce(&mut Object),
 ) -> JsonObjectText {
-    let Ok(Members(members)) = serde_json::from_str::<Members>(text) else {
+    let Some(members) = object_members(text) else {
         let mut fields: Object = serde_json::from_str(text).unwrap_or_default();
         edit(&mut fields);
         let mut out = String::with_capacity(text.len() + 64);
@@ -59,6 +59,12 @@ pub fn edit_object_text(
         out.value(key, value);
     }
     out.finish()
+}
+
+/// The top-level members of an object text, in order, each value as its unparsed text
+/// (`None` if `text` is not a JSON object).
+pub fn object_members(text: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
+    serde_json::from_str::<Members>(text).ok().map(|m| m.0)
 }
 
 /// The top-level members of an object, each value as its unparsed text.

@@ -125,9 +125,21 @@ impl JsonObjectWriter {
         self
     }
 
-    /// A value already written as JSON text (a member copied from a validated object text).
-    pub(crate) fn raw(&mut self, key: &str, json: &str) -> &mut Self {
+    /// A value already written as JSON text: a member's value copied from a validated object
+    /// text. The caller guarantees it is one valid JSON value.
+    pub fn raw(&mut self, key: &str, json: &str) -> &mut Self {
         self.key(key);
+        self.text.push_str(json);
+        self
+    }
+
+    /// Members already written as JSON text (`"a":1,"b":2`, the inside of a validated object),
+    /// appended to the current object. The caller guarantees their keys are not written again.
+    pub fn raw_members(&mut self, json: &str) -> &mut Self {
+        if !self.empty {
+            self.text.push(',');
+        }
+        self.empty = false;
         self.text.push_str(json);
         self
     }

@@ -21,6 +21,7 @@ use super::fields::{
     EVENT_UID, PRODUCT, REPORTED_DURATION, RESOURCE_FIELDS, SESSION_CORRECTION, STATUS_ID, TIME,
     USER_FIELDS,
 };
+use super::result::{Scalar, SessionResult};
 use super::table::{
     KeyPart, SessionRecord, SessionTable, SessionUid, Status, Sym, FLAG_LOADED,
     MAX_EXTRA_KEY_FIELDS, NO_REPORTED_DURATION, NO_SYM, NO_TIME,
@@ -446,9 +447,14 @@ impl Correlator {
                 correlation,
                 correction,
             } => {
-                event.edit_members(ANNOTATED_MEMBERS, |fields| {
-                    self.annotate(fields, slot, correlation, correction)
-                });
+                let result = self.session_result(slot, correlation, correction);
+                match event.json_text() {
+                    Some(text) => {
+                        let text = result.write_into_text(text);
+                        event.set_json(text);
+                    }
+                    None => result.write_into_object(event.fields_mut()),
+                }
                 out.forward.push(event);
             }
             Outcome::Absorb => out.absorbed.push(event),
@@ -887,93 +893,70 @@ impl Correlator {
             .fetch_add(delta, Ordering::Relaxed);
     }
 
-    /// Writes the session result onto an event (only the [`ANNOTATED_MEMBERS`] of it): `start_time`, `end_time`, `duration` (ms),
-    /// `session.created_time` and the `unmapped.session_*` fields.
-    pub fn annotate(&self, fields: &mut Object, slot: u32, correlation: &str, correction: bool) {
+    /// The session result of `slot`, to be written onto an event ([`SessionResult`]).
+    fn session_result(
+        &self,
+        slot: u32,
+        correlation: &'static str,
+        correction: bool,
+    ) -> SessionResult<'_> {
         let rec = self.table.get(slot);
         let strings = &self.table.strings;
-        // Each of the three top-level times is set or, if the session has none, removed (an
-        // event may carry its own): one map operation per key.
         let start = (rec.start_ms != NO_TIME).then_some(rec.start_ms);
         let end = (rec.status != Status::Expired && rec.end_ms != NO_TIME).then_some(rec.end_ms);
-        set_or_remove(fields, "start_time", start);
-        set_or_remove(fields, "end_time", end);
-        if let Some(start) = start {
-            // Only Authentication has a top-level `session`; the other classes carry the
-            // session under `actor` and reject a top-level one.
-            let session = if fields.get("session").is_some_and(Value::is_object) {
-                fields.get_mut("session")
-            } else {
-                fields.get_mut("actor").and_then(|a| a.get_mut("session"))
-            };
-            if let Some(Value::Object(session)) = session {
-                session.insert("created_time".into(), start.into());
-            }
-        }
-        if rec.status == Status::Expired {
-            set_path(fields, "unmapped.expired_at", rec.end_ms.into());
-        }
         let duration = (rec.status != Status::Expired)
             .then(|| rec.duration_ms())
             .flatten();
-        set_or_remove(fields, "duration", duration);
-        // `unmapped` once, then plain inserts (as `set_path("unmapped.x")` would: a
-        // non-object `unmapped` is replaced), instead of a path walk per field.
-        if !fields.get("unmapped").is_some_and(Value::is_object) {
-            fields.insert("unmapped".into(), Value::Object(Object::new()));
+        let mut unmapped = Vec::with_capacity(8);
+        if rec.status == Status::Expired {
+            unmapped.push(("expired_at", Scalar::Int(rec.end_ms)));
         }
-        let Some(Value::Object(unmapped)) = fields.get_mut("unmapped") else {
-            return;
-        };
-        unmapped.insert("correlation".into(), correlation.into());
-        unmapped.insert("session_status".into(), rec.status.as_str().into());
-        let mut text = |key: &str, sym: Sym| {
+        unmapped.push(("correlation", Scalar::Str(correlation)));
+        unmapped.push(("session_status", Scalar::Str(rec.status.as_str())));
+        for (key, sym) in [
+            ("session_user", rec.user),
+            ("session_resource", rec.resource),
+            ("session_end_reason", rec.end_reason),
+            ("corrected_by", rec.corrected_by),
+        ] {
             if let Some(v) = strings.get(sym) {
-                unmapped.insert(key.into(), v.into());
+                unmapped.push((key, Scalar::Str(v)));
             }
-        };
-        text("session_user", rec.user);
-        text("session_resource", rec.resource);
-        text("session_end_reason", rec.end_reason);
-        text("corrected_by", rec.corrected_by);
+        }
         if rec.resumed > 0 {
-            unmapped.insert("resumed".into(), rec.resumed.into());
+            unmapped.push(("resumed", Scalar::Int(i64::from(rec.resumed))));
         }
         if correction {
-            unmapped.insert("correction".into(), true.into());
+            unmapped.push(("correction", Scalar::Bool(true)));
         }
         if rec.reported_duration_s != NO_REPORTED_DURATION {
-            unmapped.insert("reported_duration_s".into(), rec.reported_duration_s.into());
-            if let Some(d) = duration {
-                let diff = (i64::from(rec.reported_duration_s) * 1000 - d).abs();
-                if diff > self.settings.duration_tolerance_ms {
-                    unmapped.insert("duration_disagreement".into(), true.into());
-                }
+            let reported = i64::from(rec.reported_duration_s);
+            unmapped.push(("reported_duration_s", Scalar::Int(reported)));
+            if duration
+                .is_some_and(|d| (reported * 1000 - d).abs() > self.settings.duration_tolerance_ms)
+            {
+                unmapped.push(("duration_disagreement", Scalar::Bool(true)));
             }
         }
+        SessionResult {
+            start_time: start,
+            end_time: end,
+            duration,
+            created_time: start,
+            unmapped,
+        }
     }
-}
 
-/// The top-level members [`Correlator::annotate`] may change: an event held as text is
-/// edited by parsing only these.
-const ANNOTATED_MEMBERS: &[&str] = &[
-    "start_time",
-    "end_time",
-    "duration",
-    "session",
-    "actor",
-    "unmapped",
-];
-
-/// Sets a top-level number, or removes the key when there is no value.
-fn set_or_remove(fields: &mut Object, key: &str, value: Option<i64>) {
-    match value {
-        Some(v) => {
-            fields.insert(key.into(), v.into());
-        }
-        None => {
-            fields.remove(key);
-        }
+    /// Writes the session result of `slot` onto a parsed event.
+    pub fn annotate(
+        &self,
+        fields: &mut Object,
+        slot: u32,
+        correlation: &'static str,
+        correction: bool,
+    ) {
+        self.session_result(slot, correlation, correction)
+            .write_into_object(fields);
     }
 }
 

@@ -20,6 +20,7 @@ pub mod api;
 pub mod correlator;
 mod fields;
 pub mod pipeline;
+mod result;
 pub mod state;
 pub mod table;
 
