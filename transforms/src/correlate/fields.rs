@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use sessiontrail_core::condition::Condition;
+use sessiontrail_core::json::get_path;
 use sessiontrail_core::json_paths::{ExtractedPaths, PathSet};
 use sessiontrail_core::{Event, Object, Value};
 
@@ -59,8 +60,6 @@ pub const RESOURCE_FIELDS: Range<usize> = 16..20;
 #[derive(Debug)]
 pub struct FieldReads {
     set: PathSet,
-    /// Every path of `set`, by number, split into keys (for events read from their tree).
-    split: Vec<Box<[Box<str>]>>,
     pub session_id: usize,
     /// `actor.session.uid`, when the session id is the default `session.uid`.
     pub actor_session_id: Option<usize>,
@@ -83,19 +82,11 @@ impl FieldReads {
             c.fields(&mut paths);
         }
         let set = PathSet::new(paths);
-        let mut split = Vec::new();
-        let mut i = 0;
-        // The set's numbering: paths in order, repeats skipped (`PathSet::index_of`).
-        while let Some(path) = set.path(i) {
-            split.push(path.split('.').map(Box::from).collect());
-            i += 1;
-        }
         let index = |p: &str| set.index_of(p).unwrap_or(usize::MAX);
         FieldReads {
             session_id: index(session_id),
             actor_session_id: actor_session_id.map(index),
             extra_keys: extra_keys.iter().map(|p| index(p)).collect(),
-            split,
             set,
         }
     }
@@ -139,18 +130,7 @@ impl<'a> EventFields<'a> {
     pub fn get(&self, id: usize) -> Option<&Value> {
         match &self.found {
             Found::Text(found, _) => found.value(id),
-            Found::Tree(fields) => {
-                let (first, rest) = self.reads.split.get(id)?.split_first()?;
-                let mut cur = fields.get(first.as_ref())?;
-                for key in rest {
-                    cur = match cur {
-                        Value::Object(m) => m.get(key.as_ref())?,
-                        Value::Array(a) => a.get(key.parse::<usize>().ok()?)?,
-                        _ => return None,
-                    };
-                }
-                Some(cur)
-            }
+            Found::Tree(fields) => get_path(fields, self.reads.set.path(id)?),
         }
     }
 
@@ -263,8 +243,10 @@ mod tests {
                 EventFields::new(&reads, &tree),
             );
             assert!(matches!(a.found, Found::Text(..)) && matches!(b.found, Found::Tree(_)));
-            for id in 0..reads.split.len() {
-                assert_eq!(a.get(id), b.get(id), "path {:?} of {doc}", reads.split[id]);
+            let mut id = 0;
+            while let Some(path) = reads.set.path(id) {
+                assert_eq!(a.get(id), b.get(id), "path {path} of {doc}");
+                id += 1;
             }
             for id in [reads.session_id, reads.actor_session_id.unwrap()]
                 .into_iter()

@@ -7,7 +7,6 @@
 //! they are, writes the new ones directly, and splices the new members into `session` /
 //! `unmapped` without parsing them when they cannot already hold those keys.
 
-use sessiontrail_core::json::set_path;
 use sessiontrail_core::json_edit::object_members;
 use sessiontrail_core::json_write::JsonObjectWriter;
 use sessiontrail_core::{JsonObjectText, Object, Value};
@@ -82,8 +81,18 @@ impl SessionResult<'_> {
                 session.insert("created_time".into(), created.into());
             }
         }
-        for (key, value) in &self.unmapped {
-            set_path(fields, &format!("unmapped.{key}"), value.to_value());
+        if self.unmapped.is_empty() {
+            return;
+        }
+        // `unmapped` once (replaced when it is not an object, as `set_path` would), then plain
+        // inserts, instead of a path walk per member.
+        if !fields.get("unmapped").is_some_and(Value::is_object) {
+            fields.insert("unmapped".into(), Value::Object(Object::new()));
+        }
+        if let Some(Value::Object(unmapped)) = fields.get_mut("unmapped") {
+            for (key, value) in &self.unmapped {
+                unmapped.insert((*key).into(), value.to_value());
+            }
         }
     }
 
@@ -166,10 +175,7 @@ fn write_merged(w: &mut JsonObjectWriter, key: &str, raw: &str, members: &[(&str
         .and_then(|r| r.strip_suffix('}'))
         .map(str::trim);
     let clash = |inner: &str| {
-        inner.contains('\\')
-            || members
-                .iter()
-                .any(|(k, _)| inner.contains(&format!("\"{k}\"")))
+        inner.contains('\\') || members.iter().any(|(k, _)| contains_quoted(inner, k))
     };
     match inner {
         Some(inner) if !clash(inner) => {
@@ -190,6 +196,12 @@ fn write_merged(w: &mut JsonObjectWriter, key: &str, raw: &str, members: &[(&str
             w.value(key, &Value::Object(object));
         }
     }
+}
+
+/// `"key"` (with its quotes) appears in `text`.
+fn contains_quoted(text: &str, key: &str) -> bool {
+    text.match_indices(key)
+        .any(|(at, _)| text[..at].ends_with('"') && text[at + key.len()..].starts_with('"'))
 }
 
 #[cfg(test)]
