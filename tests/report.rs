@@ -243,3 +243,91 @@ fn html_report_is_one_well_formed_file_with_inline_svg_and_no_scripts() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+/// Opens `page` in headless Chromium (`SESSIONTRAIL_CHROMIUM`, default `chromium`; installed
+/// by `scripts/test`), saves a screenshot to `shot`, and returns the lines the page logged to
+/// its console (script errors included) and its rendered DOM.
+fn open_in_chromium(page: &std::path::Path, shot: &std::path::Path) -> (Vec<String>, String) {
+    let chromium = std::env::var("SESSIONTRAIL_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let url = format!("file://{}", page.display());
+    let run = |extra: &[&str]| {
+        Command::new(&chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--enable-logging=stderr",
+                "--v=0",
+            ])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {chromium} ({e}): install Debian's chromium or set SESSIONTRAIL_CHROMIUM")
+            })
+    };
+    let screenshot = run(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1400,2400",
+    ]);
+    assert!(
+        screenshot.status.success(),
+        "chromium failed: {screenshot:?}"
+    );
+    let dom = run(&["--dump-dom"]);
+    assert!(dom.status.success(), "chromium failed: {dom:?}");
+    let console = [&screenshot.stderr, &dom.stderr]
+        .iter()
+        .flat_map(|e| {
+            String::from_utf8_lossy(e)
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|l| l.contains(":CONSOLE"))
+        .collect();
+    (console, String::from_utf8_lossy(&dom.stdout).into_owned())
+}
+
+fn artifacts_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn html_report_opens_in_headless_chromium_without_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inputs, _) = generate(dir.path());
+    let page = dir.path().join("report.html");
+    std::fs::write(&page, report(&inputs, "html")).unwrap();
+    let shot = artifacts_dir().join("report.png");
+    let _ = std::fs::remove_file(&shot);
+    let (console, dom) = open_in_chromium(&page, &shot);
+    assert!(console.is_empty(), "the page logged: {console:#?}");
+    // Rendered: the DOM Chromium built holds both charts.
+    assert_eq!(dom.matches("<svg").count(), 2, "timeline and histogram");
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real screenshot"
+    );
+}
+
+/// The check above can fail: a page whose script errors is reported.
+#[test]
+fn the_chromium_check_sees_a_page_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("broken.html");
+    std::fs::write(
+        &page,
+        "<html><body><svg></svg><script>undefinedFunction()</script></body></html>",
+    )
+    .unwrap();
+    let (console, _) = open_in_chromium(&page, &dir.path().join("broken.png"));
+    assert!(
+        console.iter().any(|l| l.contains("undefinedFunction")),
+        "{console:#?}"
+    );
+}
