@@ -74,6 +74,14 @@ pub struct JsonObjectWriter {
     depth: usize,
 }
 
+/// A position of a [`JsonObjectWriter`], from [`JsonObjectWriter::mark`].
+#[derive(Debug, Clone, Copy)]
+pub struct WriterMark {
+    len: usize,
+    empty: bool,
+    depth: usize,
+}
+
 impl JsonObjectWriter {
     pub fn with_capacity(capacity: usize) -> Self {
         let mut text = String::with_capacity(capacity);
@@ -163,6 +171,23 @@ impl JsonObjectWriter {
             self.empty = false;
         }
         self
+    }
+
+    /// Where the writer is now, to [`rollback`](Self::rollback) to (e.g. to take back an
+    /// object that turned out empty).
+    pub fn mark(&self) -> WriterMark {
+        WriterMark {
+            len: self.text.len(),
+            empty: self.empty,
+            depth: self.depth,
+        }
+    }
+
+    /// Takes back everything written since `mark`.
+    pub fn rollback(&mut self, mark: WriterMark) {
+        self.text.truncate(mark.len);
+        self.empty = mark.empty;
+        self.depth = mark.depth;
     }
 
     pub fn finish(mut self) -> JsonObjectText {

@@ -11,6 +11,7 @@ pub mod dead_letter;
 pub mod event;
 pub mod framing;
 pub mod json;
+pub mod json_borrowed;
 pub mod json_edit;
 pub mod json_paths;
 pub mod json_write;

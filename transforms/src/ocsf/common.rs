@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use sessiontrail_core::json::get_path;
+use sessiontrail_core::json_borrowed::{BorrowedObject, BorrowedValue};
 use sessiontrail_core::json_write::JsonObjectWriter;
 use sessiontrail_core::{Object, Value};
 
@@ -26,12 +26,12 @@ impl MapError {
             message: format!("required field \"{path}\" is missing"),
         }
     }
-    pub fn wrong_type(path: &str, expected: &str, found: &Value) -> Self {
+    pub fn wrong_type(path: &str, expected: &str, found: &BorrowedValue<'_>) -> Self {
         MapError {
             reason: "wrong_type",
             message: format!(
                 "field \"{path}\" must be {expected}, found {}",
-                sessiontrail_core::json::kind_of(found)
+                kind_of(found)
             ),
         }
     }
@@ -50,6 +50,18 @@ impl MapError {
                 truncate(value, MAX_ECHOED_CHARS)
             ),
         }
+    }
+}
+
+/// The JSON type of a value, for messages (as `sessiontrail_core::json::kind_of` names them).
+fn kind_of(v: &BorrowedValue<'_>) -> &'static str {
+    match v {
+        BorrowedValue::Null => "null",
+        BorrowedValue::Bool(_) => "a boolean",
+        BorrowedValue::Number(_) => "a number",
+        BorrowedValue::String(_) => "a string",
+        BorrowedValue::Array(_) => "an array",
+        BorrowedValue::Object(_) => "an object",
     }
 }
 
@@ -204,10 +216,10 @@ pub fn default_product(system: InputSystem) -> (&'static str, &'static str) {
 #[derive(Clone)]
 pub struct MapContext {
     pub version: OcsfVersion,
-    /// `metadata.product` per input system, built once (overrides applied).
-    products: Vec<(InputSystem, Value)>,
+    /// `metadata.product` per input system as JSON text, built once (overrides applied).
+    products: Vec<(InputSystem, String)>,
     /// For `auto`, which is resolved before mapping (never used).
-    unknown_product: Value,
+    unknown_product: String,
     /// When the record was received (epoch ms): the time of last resort for records that
     /// carry none (plain transcript text).
     pub received_at_ms: i64,
@@ -224,17 +236,17 @@ impl MapContext {
             InputSystem::Parsec,
         ]
         .into_iter()
-        .map(|s| (s, Value::Object(product_object(s, overrides.get(s)))))
+        .map(|s| (s, product_json(s, overrides.get(s))))
         .collect();
         MapContext {
             version,
             products,
-            unknown_product: Value::Object(product_object(InputSystem::Auto, None)),
+            unknown_product: product_json(InputSystem::Auto, None),
             received_at_ms: 0,
         }
     }
 
-    fn product(&self, system: InputSystem) -> &Value {
+    fn product(&self, system: InputSystem) -> &str {
         self.products
             .iter()
             .find(|(s, _)| *s == system)
@@ -275,9 +287,15 @@ impl MapContext {
         e.put("severity", "Informational");
         e.put("metadata.version", self.version.as_str());
         // Written whole: no mapping writes inside `metadata.product`.
-        e.put_whole("metadata.product", self.product(system));
+        e.put_json_text("metadata.product", self.product(system));
         e
     }
+}
+
+fn product_json(system: InputSystem, over: Option<&ProductOverride>) -> String {
+    let mut text = String::new();
+    sessiontrail_core::json_write::write_object(&mut text, &product_object(system, over));
+    text
 }
 
 fn product_object(system: InputSystem, over: Option<&ProductOverride>) -> Object {
@@ -368,6 +386,10 @@ pub enum Field<'a> {
     Bool(bool),
     /// Numbers, arrays and objects written whole.
     Json(Cow<'a, Value>),
+    /// A value of the source record, split into members when it is an object.
+    Source(&'a BorrowedValue<'a>),
+    /// JSON text written as it is: a value without `null`s or empty objects.
+    Text(&'a str),
 }
 
 impl<'a> From<&'a str> for Field<'a> {
@@ -410,6 +432,15 @@ impl<'a> From<&'a Value> for Field<'a> {
             Value::String(s) => Field::Str(Cow::Borrowed(s)),
             Value::Bool(b) => Field::Bool(*b),
             other => Field::Json(Cow::Borrowed(other)),
+        }
+    }
+}
+impl<'a> From<&'a BorrowedValue<'a>> for Field<'a> {
+    fn from(v: &'a BorrowedValue<'a>) -> Self {
+        match v {
+            BorrowedValue::String(s) => Field::Str(Cow::Borrowed(s.as_str())),
+            BorrowedValue::Bool(b) => Field::Bool(*b),
+            other => Field::Source(other),
         }
     }
 }
@@ -468,14 +499,22 @@ impl<'a> OcsfEvent<'a> {
                     self.entries.push((path, Field::Json(Cow::Borrowed(v))));
                 }
             }
+            Field::Source(BorrowedValue::Null) => {}
+            Field::Source(BorrowedValue::Object(members)) => {
+                for (k, v) in members.iter() {
+                    self.put(format!("{path}.{}", k.as_str()), v);
+                }
+            }
+            Field::Source(v) if v.is_clean() => self.entries.push((path, Field::Text(v.raw()))),
+            Field::Source(v) => self.put(path, v.to_value()),
             field => self.entries.push((path, field)),
         }
     }
 
-    /// Sets `path` to a whole object nothing else is written into (not split into members).
-    pub fn put_whole(&mut self, path: &'static str, value: &'a Value) {
-        self.entries
-            .push((Cow::Borrowed(path), Field::Json(Cow::Borrowed(value))));
+    /// Sets `path` to JSON text nothing else is written into (an object is not split into
+    /// members). The text must hold no `null` and no empty object.
+    pub fn put_json_text(&mut self, path: &'static str, json: &'a str) {
+        self.entries.push((Cow::Borrowed(path), Field::Text(json)));
     }
 
     /// Writes the event as nested JSON members into `w` (an open object).
@@ -531,6 +570,8 @@ impl<'a> OcsfEvent<'a> {
                 Field::Int(n) => w.integer(leaf, *n),
                 Field::Bool(b) => w.boolean(leaf, *b),
                 Field::Json(v) => w.value(leaf, v),
+                Field::Text(json) => w.raw(leaf, json),
+                Field::Source(v) => w.raw(leaf, v.raw()),
             };
         }
         for _ in 0..open.len() {
@@ -573,13 +614,13 @@ fn has_null(v: &Value) -> bool {
 /// Reads fields of a source object (or of one nested object, `prefix`) and remembers which
 /// ones a mapping used, so the rest can go to `unmapped`.
 pub struct Reader<'a> {
-    src: &'a Object,
+    src: &'a BorrowedObject<'a>,
     prefix: &'static str,
     used: Vec<(&'static str, &'static str)>,
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(src: &'a Object) -> Self {
+    pub fn new(src: &'a BorrowedObject<'a>) -> Self {
         Reader {
             src,
             prefix: "",
@@ -589,7 +630,7 @@ impl<'a> Reader<'a> {
 
     /// A reader of the object at `prefix` (e.g. `"detail"`), whose used paths are recorded
     /// relative to the record's root.
-    pub fn nested(src: &'a Object, prefix: &'static str) -> Self {
+    pub fn nested(src: &'a BorrowedObject<'a>, prefix: &'static str) -> Self {
         Reader {
             src,
             prefix,
@@ -597,9 +638,13 @@ impl<'a> Reader<'a> {
         }
     }
 
+    fn get(&self, path: &str) -> Option<&'a BorrowedValue<'a>> {
+        self.src.get_path(path)
+    }
+
     /// The value at `path`, `None` when absent or `null` (not marked used).
-    pub fn peek(&self, path: &str) -> Option<&'a Value> {
-        get_path(self.src, path).filter(|v| !v.is_null())
+    pub fn peek(&self, path: &str) -> Option<&'a BorrowedValue<'a>> {
+        self.get(path).filter(|v| !v.is_null())
     }
 
     pub fn mark(&mut self, path: &'static str) {
@@ -617,22 +662,24 @@ impl<'a> Reader<'a> {
     /// A required string: absent -> `missing_field`, `null` or another type -> `wrong_type`,
     /// empty -> `missing_field`.
     pub fn req_str(&mut self, path: &'static str) -> Result<&'a str, MapError> {
-        match get_path(self.src, path) {
+        match self.get(path) {
             None => Err(MapError::missing(&self.full(path))),
-            Some(Value::String(s)) if s.is_empty() => Err(MapError::missing(&self.full(path))),
-            Some(Value::String(s)) => {
+            Some(BorrowedValue::String(s)) if s.is_empty() => {
+                Err(MapError::missing(&self.full(path)))
+            }
+            Some(BorrowedValue::String(s)) => {
                 self.mark(path);
-                Ok(s)
+                Ok(s.as_str())
             }
             Some(other) => Err(MapError::wrong_type(&self.full(path), "a string", other)),
         }
     }
 
     /// A required object (not marked used: its members are consumed one by one).
-    pub fn req_obj(&mut self, path: &'static str) -> Result<&'a Object, MapError> {
-        match get_path(self.src, path) {
+    pub fn req_obj(&mut self, path: &'static str) -> Result<&'a BorrowedObject<'a>, MapError> {
+        match self.get(path) {
             None => Err(MapError::missing(&self.full(path))),
-            Some(Value::Object(m)) => Ok(m),
+            Some(BorrowedValue::Object(m)) => Ok(m),
             Some(other) => Err(MapError::wrong_type(&self.full(path), "an object", other)),
         }
     }
@@ -640,10 +687,10 @@ impl<'a> Reader<'a> {
     /// An optional string: used when it is a non-empty string; anything else stays where it
     /// is and so ends up in `unmapped`.
     pub fn str(&mut self, path: &'static str) -> Option<&'a str> {
-        match get_path(self.src, path) {
-            Some(Value::String(s)) if !s.is_empty() => {
+        match self.get(path) {
+            Some(BorrowedValue::String(s)) if !s.is_empty() => {
                 self.mark(path);
-                Some(s)
+                Some(s.as_str())
             }
             _ => None,
         }
@@ -651,27 +698,27 @@ impl<'a> Reader<'a> {
 
     /// An optional string that must be a string when present (`wrong_type` otherwise).
     pub fn opt_str_strict(&mut self, path: &'static str) -> Result<Option<&'a str>, MapError> {
-        match get_path(self.src, path) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) => {
+        match self.get(path) {
+            None | Some(BorrowedValue::Null) => Ok(None),
+            Some(BorrowedValue::String(s)) if s.is_empty() => Ok(None),
+            Some(BorrowedValue::String(s)) => {
                 self.mark(path);
-                Ok(Some(s))
+                Ok(Some(s.as_str()))
             }
             Some(other) => Err(MapError::wrong_type(&self.full(path), "a string", other)),
         }
     }
 
     pub fn i64(&mut self, path: &'static str) -> Option<i64> {
-        let v = get_path(self.src, path)?.as_i64()?;
+        let v = self.get(path)?.as_i64()?;
         self.mark(path);
         Some(v)
     }
 
-    pub fn number(&mut self, path: &'static str) -> Option<serde_json::Number> {
-        match get_path(self.src, path) {
-            Some(Value::Number(n)) => {
-                let n = n.clone();
+    /// A number, as the JSON text it was written as.
+    pub fn number(&mut self, path: &'static str) -> Option<&'a BorrowedValue<'a>> {
+        match self.get(path) {
+            Some(n @ BorrowedValue::Number(_)) => {
                 self.mark(path);
                 Some(n)
             }
@@ -680,7 +727,7 @@ impl<'a> Reader<'a> {
     }
 
     pub fn bool(&mut self, path: &'static str) -> Option<bool> {
-        let v = get_path(self.src, path)?.as_bool()?;
+        let v = self.get(path)?.as_bool()?;
         self.mark(path);
         Some(v)
     }
@@ -745,15 +792,12 @@ fn parse_ms_date(s: &str) -> Option<i64> {
 }
 
 /// Epoch milliseconds given as a JSON number (WorkSpaces Secure Browser `time`).
-pub fn epoch_ms(v: &Value) -> Option<i64> {
-    let ms = match v {
-        Value::Number(n) => n.as_i64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.is_finite() && f.fract() == 0.0)
-                .map(|f| f as i64)
-        })?,
-        _ => return None,
-    };
+pub fn epoch_ms(v: &BorrowedValue<'_>) -> Option<i64> {
+    let ms = v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite() && f.fract() == 0.0)
+            .map(|f| f as i64)
+    })?;
     (MIN_TIME_MS..=MAX_TIME_MS).contains(&ms).then_some(ms)
 }
 
@@ -818,27 +862,154 @@ pub fn is_ip(s: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Clean-up.
 
-/// Removes `a.b.c` from `obj` (no-op when absent).
-pub fn remove_path(obj: &mut Object, prefix: &str, path: &str) {
-    let target = if prefix.is_empty() {
-        Some(obj)
+/// Writes `unmapped`: the members of the source record no mapping used (`used`, as (prefix,
+/// path) pairs), without `null`s and the objects left empty, then the mapping's own `extra`
+/// members (which replace a source member of the same name). Nothing is written when nothing
+/// is left. Members are copied as the text they were read as wherever they hold no `null`.
+pub fn write_unmapped(
+    w: &mut JsonObjectWriter,
+    src: &BorrowedObject<'_>,
+    used: &[(&str, &str)],
+    extra: &Object,
+) {
+    let mark = w.mark();
+    w.begin_object("unmapped");
+    let mut keys = Vec::with_capacity(4);
+    let mut wrote = write_leftovers(w, src, &mut keys, used, Some(extra));
+    for (k, v) in extra {
+        if has_null(v) {
+            let mut v = v.clone();
+            if strip_nulls(&mut v) {
+                continue;
+            }
+            w.value(k, &v);
+        } else {
+            w.value(k, v);
+        }
+        wrote = true;
+    }
+    if wrote {
+        w.end_object();
     } else {
-        match sessiontrail_core::json::get_path_mut(obj, prefix) {
-            Some(Value::Object(m)) => Some(m),
-            _ => None,
+        w.rollback(mark);
+    }
+}
+
+/// Writes the members of `obj` (at the path `keys`) that are neither used nor replaced by
+/// `replaced`. True when it wrote any.
+fn write_leftovers<'k>(
+    w: &mut JsonObjectWriter,
+    obj: &'k BorrowedObject<'_>,
+    keys: &mut Vec<&'k str>,
+    used: &[(&str, &str)],
+    replaced: Option<&Object>,
+) -> bool {
+    let mut wrote = false;
+    for (k, v) in obj.iter() {
+        if v.is_null() || replaced.is_some_and(|r| !r.is_empty() && r.contains_key(k.as_str())) {
+            continue;
         }
-    };
-    let Some(mut cur) = target else { return };
-    let mut parts = path.split('.').peekable();
-    while let Some(part) = parts.next() {
-        if parts.peek().is_none() {
-            cur.remove(part);
-            return;
+        keys.push(k.as_str());
+        let matched = used_match(used, keys);
+        if matched != UsedMatch::Exact {
+            wrote |= write_leftover(w, k, v, keys, used, matched == UsedMatch::Below);
         }
-        cur = match cur.get_mut(part) {
-            Some(Value::Object(m)) => m,
-            _ => return,
+        keys.pop();
+    }
+    wrote
+}
+
+/// Writes one member of the leftovers (`partly_used`: a member inside it was used). True when
+/// anything was left to write.
+fn write_leftover<'k>(
+    w: &mut JsonObjectWriter,
+    key: &str,
+    value: &'k BorrowedValue<'_>,
+    keys: &mut Vec<&'k str>,
+    used: &[(&str, &str)],
+    partly_used: bool,
+) -> bool {
+    match value {
+        BorrowedValue::Object(inner) if partly_used || !inner.is_clean() => {
+            let mark = w.mark();
+            w.begin_object(key);
+            if write_leftovers(w, inner, keys, used, None) {
+                w.end_object();
+                true
+            } else {
+                w.rollback(mark);
+                false
+            }
+        }
+        // Used paths only reach into objects: an array is kept whole.
+        v if v.is_clean() => {
+            w.raw(key, v.raw());
+            true
+        }
+        v => {
+            let mut v = v.to_value();
+            let removed = strip_nulls(&mut v);
+            if !removed {
+                w.value(key, &v);
+            }
+            !removed
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum UsedMatch {
+    /// The member at `keys` was used.
+    Exact,
+    /// A member inside it was.
+    Below,
+    None,
+}
+
+/// Whether the member at the path `keys` was used, or a member inside it. Paths compare
+/// segment by segment (a key holding a dot is one segment, never two).
+fn used_match(used: &[(&str, &str)], keys: &[&str]) -> UsedMatch {
+    // A mapping reads dotted paths, which never name a key holding a dot.
+    if keys.iter().any(|k| k.contains('.')) {
+        return UsedMatch::None;
+    }
+    let mut result = UsedMatch::None;
+    for (prefix, path) in used {
+        match match_used_path(prefix, path, keys) {
+            UsedMatch::Exact => return UsedMatch::Exact,
+            UsedMatch::Below => result = UsedMatch::Below,
+            UsedMatch::None => {}
+        }
+    }
+    result
+}
+
+/// Matches the used path `prefix.path` (`prefix` may be empty) against `keys`, taking one
+/// segment per key off the front of the path: no splitting, no allocation (this runs for
+/// every member of every record).
+fn match_used_path(prefix: &str, path: &str, keys: &[&str]) -> UsedMatch {
+    let mut parts = [prefix, path];
+    let mut part = usize::from(prefix.is_empty());
+    for key in keys {
+        let Some(rest) = parts.get(part) else {
+            // The used path ended above this member.
+            return UsedMatch::None;
         };
+        let Some(after) = rest.strip_prefix(key) else {
+            return UsedMatch::None;
+        };
+        if after.is_empty() {
+            part += 1;
+        } else if let Some(after) = after.strip_prefix('.') {
+            parts[part] = after;
+        } else {
+            return UsedMatch::None;
+        }
+    }
+    if part >= parts.len() {
+        UsedMatch::Exact
+    } else {
+        UsedMatch::Below
     }
 }
 
@@ -906,16 +1077,60 @@ mod tests {
         assert_eq!(v, serde_json::json!({"d": [1], "e": ""}));
     }
 
+    fn unmapped_of(src: &str, used: &[(&str, &str)], extra: Value) -> Value {
+        let src = BorrowedObject::parse(src).expect("valid");
+        let extra = match extra {
+            Value::Object(o) => o,
+            _ => Object::new(),
+        };
+        let mut w = JsonObjectWriter::with_capacity(64);
+        w.string("kept", "before");
+        write_unmapped(&mut w, &src, used, &extra);
+        let text = w.finish();
+        assert!(sessiontrail_core::json::validate_strict(text.as_str().as_bytes()).is_ok());
+        let mut out = text.into_object();
+        assert_eq!(out.remove("kept"), Some(Value::from("before")));
+        out.remove("unmapped").unwrap_or(Value::Null)
+    }
+
     #[test]
-    fn remove_path_removes_nested_members_only() {
-        let mut o: Object =
-            serde_json::from_str(r#"{"detail":{"a":{"b":1,"c":2}},"x":1}"#).unwrap();
-        remove_path(&mut o, "detail", "a.b");
-        remove_path(&mut o, "", "x");
+    fn unmapped_is_what_is_left_without_nulls_and_emptied_objects() {
+        let src = r#"{"detail":{"a":{"b":1,"c":2},"gone":{"x":null},"d":[1,null,{}]},
+                      "x":1,"y":null,"z":"kept","w":{"in":"whole"},"a.b":"dotted key"}"#;
+        let used = [("detail", "a.b"), ("", "x"), ("", "a.b")];
         assert_eq!(
-            Value::Object(o),
-            serde_json::json!({"detail":{"a":{"c":2}}})
+            unmapped_of(src, &used, serde_json::json!({"z": "replaced", "n": null})),
+            serde_json::json!({
+                "detail": {"a": {"c": 2}, "d": [1]},
+                "w": {"in": "whole"},
+                "a.b": "dotted key",
+                "z": "replaced",
+            })
         );
+    }
+
+    #[test]
+    fn used_paths_match_segment_by_segment() {
+        use UsedMatch::*;
+        let m = |prefix, path, keys: &[&str]| match_used_path(prefix, path, keys);
+        assert_eq!(m("", "a", &["a"]), Exact);
+        assert_eq!(m("", "a.b", &["a"]), Below);
+        assert_eq!(m("", "a.b", &["a", "b"]), Exact);
+        assert_eq!(m("", "a.b", &["a", "b", "c"]), None);
+        assert_eq!(used_match(&[("", "a.b")], &["a.b"]), None);
+        assert_eq!(used_match(&[("", "a.b.c")], &["a.b", "c"]), None);
+        assert_eq!(m("", "ab", &["a"]), None);
+        assert_eq!(m("detail", "a.b", &["detail"]), Below);
+        assert_eq!(m("detail", "a.b", &["detail", "a", "b"]), Exact);
+        assert_eq!(m("detail", "a", &["detail", "a", "x"]), None);
+        assert_eq!(m("detail", "a", &["a"]), None);
+    }
+
+    #[test]
+    fn nothing_left_writes_no_unmapped_member() {
+        let used = [("", "a"), ("", "b.c")];
+        let left = unmapped_of(r#"{"a":1,"b":{"c":2,"d":null}}"#, &used, Value::Null);
+        assert_eq!(left, Value::Null);
     }
 
     fn written(e: OcsfEvent<'_>) -> Value {

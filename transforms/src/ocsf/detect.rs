@@ -1,14 +1,15 @@
 //! `from: auto`: recognises a record's input system by its shape (the fields each system
 //! always writes), so one `ocsf` transform can take a mixed stream.
 
-use sessiontrail_core::{Labels, Object, Value};
+use sessiontrail_core::json_borrowed::{BorrowedObject, BorrowedValue};
+use sessiontrail_core::Labels;
 
 use super::common::MapError;
 use super::InputSystem;
 
 /// The system a record comes from; a record no system claims is `missing_field` (it lacks the
 /// fields that would identify it).
-pub fn detect(record: &Object, labels: &Labels) -> Result<InputSystem, MapError> {
+pub fn detect(record: &BorrowedObject<'_>, labels: &Labels) -> Result<InputSystem, MapError> {
     let has = |k: &str| record.contains_key(k);
     // Windows agent: every record type has `event_type` (session_notify, ...).
     if has("event_type") {
@@ -27,12 +28,12 @@ pub fn detect(record: &Object, labels: &Labels) -> Result<InputSystem, MapError>
     }
     // WorkSpaces Secure Browser: `session_detail`, or the logger's category / product name.
     if has("session_detail")
-        || record.get("category_name").and_then(Value::as_str) == Some(WSB_CATEGORY)
+        || record.get("category_name").and_then(BorrowedValue::as_str) == Some(WSB_CATEGORY)
         || record
             .get("metadata")
             .and_then(|m| m.get("product"))
             .and_then(|p| p.get("name"))
-            .and_then(Value::as_str)
+            .and_then(BorrowedValue::as_str)
             == Some(WSB_CATEGORY)
     {
         return Ok(InputSystem::Wsb);
@@ -42,7 +43,7 @@ pub fn detect(record: &Object, labels: &Labels) -> Result<InputSystem, MapError>
         return Ok(InputSystem::Parsec);
     }
     // Transcript text with something that names its session.
-    if record.get("message").is_some_and(Value::is_string)
+    if record.get("message").is_some_and(BorrowedValue::is_string)
         && (has("sessionId")
             || has("session_id")
             || super::ssm_transcript::session_from_location(record, labels).is_some())
@@ -64,8 +65,8 @@ const WSB_CATEGORY: &str = "WorkSpacesSecureBrowser";
 mod tests {
     use super::*;
 
-    fn obj(s: &str) -> Object {
-        serde_json::from_str(s).unwrap()
+    fn obj(s: &str) -> BorrowedObject<'_> {
+        BorrowedObject::parse(s).unwrap()
     }
 
     #[test]
@@ -115,9 +116,9 @@ mod tests {
 
     #[test]
     fn transcript_lines_are_recognised_by_their_file_label() {
-        let labels = Labels::shared(std::sync::Arc::new(obj(
+        let labels = Labels::shared(std::sync::Arc::new(serde_json::from_str(
             r#"{"file":"/var/lib/amazon/ssm/i-0a1b2c3d4e5f60718/session/orchestration/s-1/Standard_Stream/s-1.log"}"#,
-        )));
+        ).unwrap()));
         assert_eq!(
             detect(&obj(r#"{"message":"$ ls"}"#), &labels).unwrap(),
             InputSystem::SsmTranscript

@@ -29,13 +29,14 @@ use sessiontrail_core::component::{
     run_parallel_function_transform, ComponentTask, FunctionTransform, ParallelTransform,
     TransformContext, TransformOutput,
 };
+use sessiontrail_core::json_borrowed::BorrowedObject;
 use sessiontrail_core::json_paths::PathSet;
 use sessiontrail_core::json_write::JsonObjectWriter;
 use sessiontrail_core::{
-    BuildError, DeadLetter, DeliveryStatus, Event, Labels, Object, TransformConfig, Value,
+    BuildError, DeadLetter, DeliveryStatus, Event, JsonObjectText, Labels, Object, TransformConfig,
 };
 
-use common::{remove_path, strip_object, MapContext, MapError, OcsfEvent};
+use common::{write_unmapped, MapContext, MapError, OcsfEvent};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -269,7 +270,7 @@ impl OcsfTransform {
     /// Maps one record: the OCSF events, or why it cannot be mapped.
     pub fn map_record<'a>(
         &'a mut self,
-        fields: &'a Object,
+        fields: &'a BorrowedObject<'a>,
         labels: &'a Labels,
     ) -> Result<Mapped<'a>, MapError> {
         let system = match self.from {
@@ -296,70 +297,74 @@ impl OcsfTransform {
     pub fn convert(&mut self, event: Event) -> Result<Vec<Event>, Event> {
         self.cx.received_at_ms = event.meta.received_at.timestamp_millis();
         let name = Arc::clone(&self.name);
-        let keep_raw = self.keep_raw;
-        // The mapped members are written while the source record is borrowed; the object is
-        // left open for `unmapped` (what is left of the record once the used fields are
-        // taken out) and `raw_data`.
-        let (writers, extras, used) = match self.map_record(event.fields(), &event.meta.labels) {
-            Ok(m) => {
-                let mut writers = Vec::with_capacity(m.events.len());
-                let mut extras = Vec::with_capacity(m.events.len());
-                for (ocsf, extra) in m.events {
-                    let mut w = JsonObjectWriter::with_capacity(2048);
-                    ocsf.write(&mut w);
-                    writers.push(w);
-                    extras.push(extra);
-                }
-                (writers, extras, m.used)
+        // The record is read from its JSON text without building a tree: the mapped members
+        // are written from borrowed strings, the leftovers copied as they were written.
+        let serialized;
+        let text = match event.json_text() {
+            Some(text) => text,
+            None => {
+                serialized = event.to_json_string();
+                &serialized
             }
+        };
+        let texts = match BorrowedObject::parse(text) {
+            Ok(record) => self.write_events(&record, &event.meta.labels, text),
+            // Unreachable for validated event text; a dead letter rather than a panic.
+            Err(e) => Err(MapError {
+                reason: "invalid_json",
+                message: format!("the record is not a JSON object: {e}"),
+            }),
+        };
+        let texts = match texts {
+            Ok(texts) => texts,
             Err(e) => return Err(DeadLetter::from_event(&name, e.reason, e.message, event)),
         };
-        if writers.is_empty() {
+        if texts.is_empty() {
             // Nothing to map (a blank transcript line, a transcript of only its header): the
             // record is handled, not failed, or its source would re-read it forever.
             event.ack(DeliveryStatus::Filtered);
             return Ok(Vec::new());
         }
-        let raw = keep_raw.then(|| event.to_json_string());
-        let (mut fields, meta) = event.into_parts();
-        let mut original_meta = Some(meta);
-        for (prefix, path) in &used {
-            remove_path(&mut fields, prefix, path);
-        }
-        strip_object(&mut fields);
-        let count = writers.len();
-        let mut leftover = Some(fields);
+        // Every event but the last takes a copy of the metadata, the last the original: every
+        // ack token made here must travel on, since a token dropped unresolved counts as a
+        // failed delivery for the source.
+        let mut meta = Some(event.meta);
+        let count = texts.len();
         let mut out = Vec::with_capacity(count);
-        for (i, (mut w, extra)) in writers.into_iter().zip(extras).enumerate() {
-            // The last event takes the leftovers, the others get a copy.
-            let mut unmapped = if i + 1 == count {
-                leftover.take().unwrap_or_default()
+        for (i, text) in texts.into_iter().enumerate() {
+            let m = if i + 1 == count {
+                meta.take()
             } else {
-                leftover.clone().unwrap_or_default()
+                meta.clone()
             };
-            for (k, v) in extra {
-                unmapped.insert(k, v);
-            }
-            strip_object(&mut unmapped);
-            if !unmapped.is_empty() {
-                w.value("unmapped", &Value::Object(unmapped));
-            }
-            if let Some(r) = &raw {
-                w.string("raw_data", r);
-            }
-            // The last event takes the original metadata, the others a copy: every ack token
-            // made here must travel on, since a token dropped unresolved counts as a failed
-            // delivery for the source.
-            let meta = if i + 1 == count {
-                original_meta.take()
-            } else {
-                original_meta.clone()
-            };
-            if let Some(meta) = meta {
-                out.push(Event::from_json_parts(w.finish(), meta));
+            if let Some(m) = m {
+                out.push(Event::from_json_parts(text, m));
             }
         }
         Ok(out)
+    }
+
+    /// The OCSF events of one record as JSON text: the mapped members, then `unmapped` (what
+    /// is left of the record once the used fields are taken out) and `raw_data`.
+    fn write_events(
+        &mut self,
+        record: &BorrowedObject<'_>,
+        labels: &Labels,
+        text: &str,
+    ) -> Result<Vec<JsonObjectText>, MapError> {
+        let keep_raw = self.keep_raw;
+        let mapped = self.map_record(record, labels)?;
+        let mut texts = Vec::with_capacity(mapped.events.len());
+        for (ocsf, extra) in mapped.events {
+            let mut w = JsonObjectWriter::with_capacity(2048);
+            ocsf.write(&mut w);
+            write_unmapped(&mut w, record, &mapped.used, &extra);
+            if keep_raw {
+                w.string("raw_data", text);
+            }
+            texts.push(w.finish());
+        }
+        Ok(texts)
     }
 }
 
@@ -415,6 +420,7 @@ impl FunctionTransform for OcsfTransform {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sessiontrail_core::Value;
 
     fn config(v: serde_json::Value) -> OcsfConfig {
         sessiontrail_core::component::parse_options(v).unwrap()

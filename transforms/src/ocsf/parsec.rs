@@ -11,6 +11,7 @@
 //! Other events (`team_create`, member and computer administration) -> API Activity (6003)
 //! with the event name as `api.operation` and the activity its verb implies.
 
+use sessiontrail_core::json_borrowed::{BorrowedObject, BorrowedValue};
 use sessiontrail_core::{Object, Value};
 
 use super::common::{
@@ -21,22 +22,24 @@ use super::{InputSystem, Mapped};
 
 const SYSTEM: InputSystem = InputSystem::Parsec;
 
-pub fn map<'a>(src: &'a Object, cx: &'a MapContext) -> Result<Mapped<'a>, MapError> {
+pub fn map<'a>(src: &'a BorrowedObject<'a>, cx: &'a MapContext) -> Result<Mapped<'a>, MapError> {
     let mut r = Reader::new(src);
     let id = r.req_str("id")?;
     let name = r.req_str("name")?;
     let (time_ms, original_time) = r.req_time("timestamp", false)?;
     let user_id = match r.peek("user_id") {
         None => None,
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
+        Some(v) if v.as_i64().is_some() || v.as_u64().is_some() => {
             r.mark("user_id");
-            Some(n.to_string())
+            v.as_i64()
+                .map(|n| n.to_string())
+                .or_else(|| v.as_u64().map(|n| n.to_string()))
         }
         Some(other) => return Err(MapError::wrong_type("user_id", "an integer", other)),
     };
     match src.get("data") {
         None => return Err(MapError::missing("data")),
-        Some(Value::Object(_)) => {}
+        Some(BorrowedValue::Object(_)) => {}
         Some(other) => return Err(MapError::wrong_type("data", "an object", other)),
     }
     let email = r.str("user_email");
@@ -64,7 +67,7 @@ pub fn map<'a>(src: &'a Object, cx: &'a MapContext) -> Result<Mapped<'a>, MapErr
             if let Some(secs) = d.as_f64() {
                 put(&mut mapped, "duration", (secs * 1000.0).round() as i64);
             }
-            extra.insert("reported_duration_s".into(), Value::Number(d));
+            extra.insert("reported_duration_s".into(), d.to_value());
         }
     }
     Ok(Mapped::one(mapped, extra, r.used()))
@@ -72,7 +75,8 @@ pub fn map<'a>(src: &'a Object, cx: &'a MapContext) -> Result<Mapped<'a>, MapErr
 
 /// The client reported it (a connection to one's own computer is both sides at once).
 fn is_client_perspective(r: &Reader<'_>, user_id: Option<&str>) -> bool {
-    let client = r.peek("data.client_user_id").map(|v| v.to_string());
+    // Compared as JSON text: the id is a number in both fields.
+    let client = r.peek("data.client_user_id").map(BorrowedValue::raw);
     match (user_id, client) {
         (Some(u), Some(c)) => u == c,
         // Unknown reporter: the API's client_disconnect is the client's unless it says not.
@@ -136,7 +140,10 @@ fn connection<'a>(
         if let Some(u) = user_id {
             user.insert("uid".into(), u.into());
         }
-    } else if let Some(c) = r.peek("data.client_user_id").and_then(Value::as_i64) {
+    } else if let Some(c) = r
+        .peek("data.client_user_id")
+        .and_then(BorrowedValue::as_i64)
+    {
         user.insert("uid".into(), c.to_string().into());
     }
     if r.peek("data.client_user_id").is_some() {

@@ -8,6 +8,7 @@
 //! `status_id` 2 Failure. API Activity has no top-level `session`: the session id is
 //! `actor.session.uid` (and a `resources` entry).
 
+use sessiontrail_core::json_borrowed::{BorrowedObject, BorrowedValue};
 use sessiontrail_core::{Object, Value};
 
 use super::common::{
@@ -18,13 +19,13 @@ use super::{InputSystem, Mapped};
 
 const SYSTEM: InputSystem = InputSystem::SsmCloudtrail;
 
-pub fn map<'a>(src: &'a Object, cx: &'a MapContext) -> Result<Mapped<'a>, MapError> {
+pub fn map<'a>(src: &'a BorrowedObject<'a>, cx: &'a MapContext) -> Result<Mapped<'a>, MapError> {
     // EventBridge envelope (`detail` holds the CloudTrail record) or a bare record.
     let enveloped = src.contains_key("detail-type") || src.contains_key("detail");
-    let (detail, prefix): (&Object, &'static str) = if enveloped {
+    let (detail, prefix): (&BorrowedObject<'a>, &'static str) = if enveloped {
         match src.get("detail") {
-            None | Some(Value::Null) => return Err(MapError::missing("detail")),
-            Some(Value::Object(d)) => (d, "detail"),
+            None | Some(BorrowedValue::Null) => return Err(MapError::missing("detail")),
+            Some(BorrowedValue::Object(d)) => (d, "detail"),
             Some(other) => return Err(MapError::wrong_type("detail", "an object", other)),
         }
     } else {

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use regex::Regex;
+use sessiontrail_core::json_borrowed::{BorrowedObject, BorrowedValue};
 use sessiontrail_core::{Object, Value};
 
 use super::common::{
@@ -156,16 +157,16 @@ pub fn split_commands<'a>(
 }
 
 pub fn map<'a>(
-    src: &'a Object,
+    src: &'a BorrowedObject<'a>,
     cx: &'a MapContext,
     prompts: &mut PromptTracker,
 ) -> Result<Mapped<'a>, MapError> {
     let mut r = Reader::new(src);
     let session_id = r.req_str("sessionId")?;
     let (time_ms, original_time) = r.req_time("eventTime", false)?;
-    let lines: &Vec<Value> = match r.peek("sessionData") {
+    let lines: &[BorrowedValue<'a>] = match r.peek("sessionData") {
         None => return Err(MapError::missing("sessionData")),
-        Some(Value::Array(a)) => a,
+        Some(BorrowedValue::Array(a)) => a,
         Some(other) => {
             return Err(MapError::wrong_type(
                 "sessionData",
@@ -177,7 +178,7 @@ pub fn map<'a>(
     let mut text: Vec<&str> = Vec::with_capacity(lines.len());
     for (i, l) in lines.iter().enumerate() {
         match l {
-            Value::String(s) => text.push(s),
+            BorrowedValue::String(s) => text.push(s.as_str()),
             other => {
                 return Err(MapError::wrong_type(
                     &format!("sessionData.{i}"),

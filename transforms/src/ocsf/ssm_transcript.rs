@@ -14,7 +14,8 @@
 
 use std::borrow::Cow;
 
-use sessiontrail_core::{Labels, Object, Value};
+use sessiontrail_core::json_borrowed::{BorrowedObject, BorrowedValue};
+use sessiontrail_core::{Labels, Value};
 
 use super::common::{put, put_opt, Class, MapContext, MapError, Reader};
 use super::ssm_stream::{command_fields, common_process_fields, split_commands};
@@ -26,13 +27,13 @@ const SYSTEM: InputSystem = InputSystem::SsmTranscript;
 const LOCATION_KEYS: &[&str] = &["file", "path", "key"];
 
 pub fn map<'a>(
-    src: &'a Object,
+    src: &'a BorrowedObject<'a>,
     labels: &'a Labels,
     cx: &'a MapContext,
 ) -> Result<Mapped<'a>, MapError> {
     let mut r = Reader::new(src);
     // A blank line of a transcript read line by line carries no command and no output.
-    if src.get("message").and_then(Value::as_str) == Some("") {
+    if src.get("message").and_then(BorrowedValue::as_str) == Some("") {
         return Ok(Mapped {
             events: Vec::new(),
             used: Vec::new(),
@@ -85,7 +86,7 @@ pub fn map<'a>(
     let run_as = r.str("runAsUser");
     for k in LOCATION_KEYS {
         // A location field is consumed: it is kept as `metadata.log_name`.
-        if src.get(*k).is_some_and(Value::is_string) {
+        if src.get(k).is_some_and(BorrowedValue::is_string) {
             r.mark(k);
         }
     }
@@ -114,10 +115,10 @@ pub fn map<'a>(
     })
 }
 
-fn location<'a>(src: &'a Object, labels: &'a Labels) -> Option<&'a str> {
+fn location<'a>(src: &'a BorrowedObject<'a>, labels: &'a Labels) -> Option<&'a str> {
     LOCATION_KEYS
         .iter()
-        .find_map(|k| src.get(*k).and_then(Value::as_str))
+        .find_map(|k| src.get(k).and_then(BorrowedValue::as_str))
         .or_else(|| {
             LOCATION_KEYS
                 .iter()
@@ -126,7 +127,10 @@ fn location<'a>(src: &'a Object, labels: &'a Labels) -> Option<&'a str> {
 }
 
 /// The session a transcript belongs to, from its record's location (for `from: auto`).
-pub fn session_from_location<'a>(src: &'a Object, labels: &'a Labels) -> Option<&'a str> {
+pub fn session_from_location<'a>(
+    src: &'a BorrowedObject<'a>,
+    labels: &'a Labels,
+) -> Option<&'a str> {
     location(src, labels).and_then(session_from_path)
 }
 

@@ -8,6 +8,7 @@
 //! - `session_correction` (admin `PUT /api/sessions/{id}`): activity 99 "Session Correction"
 //!   with `unmapped.session_correction`.
 
+use sessiontrail_core::json_borrowed::{BorrowedObject, BorrowedValue};
 use sessiontrail_core::{Object, Value};
 
 use super::common::{
@@ -34,7 +35,7 @@ const WINDOWS_LOGON_TYPES: &[(i64, &str)] = &[
     (11, "Cached Interactive"),
 ];
 
-pub fn map<'a>(src: &'a Object, cx: &'a MapContext) -> Result<Mapped<'a>, MapError> {
+pub fn map<'a>(src: &'a BorrowedObject<'a>, cx: &'a MapContext) -> Result<Mapped<'a>, MapError> {
     let mut r = Reader::new(src);
     let event_type = r.req_str("event_type")?;
     match event_type {
@@ -113,18 +114,18 @@ fn subject_and_resource<'a>(
         put(e, "device.type_id", 0);
         put(e, "device.type", "Unknown");
     }
-    if let Some(Value::Array(events)) = r.peek("source_events") {
+    if let Some(BorrowedValue::Array(events)) = r.peek("source_events") {
         // The primary Windows event: the Security log's if there is one (4624 / 4625 / 4634 /
         // 4647 / 4778 / 4779), else the first. The full list stays in `unmapped`.
         let primary = events
             .iter()
-            .find(|s| s.get("log").and_then(Value::as_str) == Some("Security"))
+            .find(|s| s.get("log").and_then(BorrowedValue::as_str) == Some("Security"))
             .or_else(|| events.first());
         if let Some(p) = primary {
-            if let Some(id) = p.get("event_id").and_then(Value::as_i64) {
+            if let Some(id) = p.get("event_id").and_then(BorrowedValue::as_i64) {
                 put(e, "metadata.event_code", id.to_string());
             }
-            if let Some(log) = p.get("log").and_then(Value::as_str) {
+            if let Some(log) = p.get("log").and_then(BorrowedValue::as_str) {
                 put(e, "metadata.log_name", log);
             }
         }
@@ -213,7 +214,7 @@ fn end<'a>(mut r: Reader<'a>, cx: &'a MapContext) -> Result<Mapped<'a>, MapError
     extra.insert("end_trigger".into(), trigger.into());
     extra.insert("end_reason".into(), reason.into());
     if let Some(d) = r.number("duration_s") {
-        extra.insert("reported_duration_s".into(), Value::Number(d));
+        extra.insert("reported_duration_s".into(), d.to_value());
     }
     Ok(Mapped::one(e, extra, r.used()))
 }
@@ -276,21 +277,21 @@ fn correction<'a>(mut r: Reader<'a>, cx: &'a MapContext) -> Result<Mapped<'a>, M
 
 /// The Security 4624 LogonType the agent reported, when it is one OCSF knows.
 fn security_logon_type(r: &Reader<'_>) -> Option<(i64, &'static str)> {
-    let Some(Value::Array(events)) = r.peek("source_events") else {
+    let Some(BorrowedValue::Array(events)) = r.peek("source_events") else {
         return None;
     };
     let t = events
         .iter()
-        .find_map(|s| s.get("logon_type").and_then(Value::as_i64))?;
+        .find_map(|s| s.get("logon_type").and_then(BorrowedValue::as_i64))?;
     WINDOWS_LOGON_TYPES.iter().find(|(id, _)| *id == t).copied()
 }
 
 fn source_event_ids<'a>(r: &Reader<'a>) -> impl Iterator<Item = i64> + 'a {
-    let events: &'a [Value] = match r.peek("source_events") {
-        Some(Value::Array(a)) => a,
+    let events: &'a [BorrowedValue<'a>] = match r.peek("source_events") {
+        Some(BorrowedValue::Array(a)) => a,
         _ => &[],
     };
     events
         .iter()
-        .filter_map(|s| s.get("event_id").and_then(Value::as_i64))
+        .filter_map(|s| s.get("event_id").and_then(BorrowedValue::as_i64))
 }

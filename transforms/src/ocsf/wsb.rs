@@ -20,6 +20,7 @@
 //! The logger's own OCSF-like members (`activity_id`, `category_*`, `metadata`,
 //! `observables`) are kept under `unmapped`.
 
+use sessiontrail_core::json_borrowed::BorrowedObject;
 use sessiontrail_core::{Object, Value};
 
 use super::common::{
@@ -71,7 +72,7 @@ fn kind_of(name: &str) -> Kind {
     }
 }
 
-pub fn map<'a>(src: &'a Object, cx: &'a MapContext) -> Result<Mapped<'a>, MapError> {
+pub fn map<'a>(src: &'a BorrowedObject<'a>, cx: &'a MapContext) -> Result<Mapped<'a>, MapError> {
     let mut r = Reader::new(src);
     let name = r.req_str("activity_name")?;
     let time_ms = match r.peek("time") {
