@@ -97,8 +97,9 @@ pub struct ClassInfo {
     pub name: &'static str,
     pub category_uid: i64,
     pub category_name: &'static str,
-    /// activity_id -> caption (0 Unknown and 99 Other are common to all classes).
-    pub activities: &'static [(i64, &'static str)],
+    /// activity_id -> caption and `type_name` (0 Unknown and 99 Other are common to all
+    /// classes).
+    pub activities: &'static [(i64, &'static str, &'static str)],
 }
 
 impl Class {
@@ -128,49 +129,83 @@ static PROCESS_ACTIVITY: ClassInfo = ClassInfo {
     name: "Process Activity",
     category_uid: 1,
     category_name: "System Activity",
-    activities: &[(1, "Launch"), (2, "Terminate")],
+    activities: &[
+        (1, "Launch", "Process Activity: Launch"),
+        (2, "Terminate", "Process Activity: Terminate"),
+    ],
 };
 static AUTHENTICATION: ClassInfo = ClassInfo {
     uid: 3002,
     name: "Authentication",
     category_uid: 3,
     category_name: "Identity & Access Management",
-    activities: &[(1, "Logon"), (2, "Logoff")],
+    activities: &[
+        (1, "Logon", "Authentication: Logon"),
+        (2, "Logoff", "Authentication: Logoff"),
+    ],
 };
 static NETWORK_ACTIVITY: ClassInfo = ClassInfo {
     uid: 4001,
     name: "Network Activity",
     category_uid: 4,
     category_name: "Network Activity",
-    activities: &[(1, "Open"), (2, "Close"), (4, "Fail"), (5, "Refuse")],
+    activities: &[
+        (1, "Open", "Network Activity: Open"),
+        (2, "Close", "Network Activity: Close"),
+        (4, "Fail", "Network Activity: Fail"),
+        (5, "Refuse", "Network Activity: Refuse"),
+    ],
 };
 static WEB_RESOURCES_ACTIVITY: ClassInfo = ClassInfo {
     uid: 6001,
     name: "Web Resources Activity",
     category_uid: 6,
     category_name: "Application Activity",
-    activities: &[(2, "Read"), (6, "Import"), (7, "Export")],
+    activities: &[
+        (2, "Read", "Web Resources Activity: Read"),
+        (6, "Import", "Web Resources Activity: Import"),
+        (7, "Export", "Web Resources Activity: Export"),
+    ],
 };
 static API_ACTIVITY: ClassInfo = ClassInfo {
     uid: 6003,
     name: "API Activity",
     category_uid: 6,
     category_name: "Application Activity",
-    activities: &[(1, "Create"), (2, "Read"), (3, "Update"), (4, "Delete")],
+    activities: &[
+        (1, "Create", "API Activity: Create"),
+        (2, "Read", "API Activity: Read"),
+        (3, "Update", "API Activity: Update"),
+        (4, "Delete", "API Activity: Delete"),
+    ],
 };
 static WEB_RESOURCE_ACCESS_ACTIVITY: ClassInfo = ClassInfo {
     uid: 6004,
     name: "Web Resource Access Activity",
     category_uid: 6,
     category_name: "Application Activity",
-    activities: &[(1, "Access Grant"), (2, "Access Deny")],
+    activities: &[
+        (
+            1,
+            "Access Grant",
+            "Web Resource Access Activity: Access Grant",
+        ),
+        (
+            2,
+            "Access Deny",
+            "Web Resource Access Activity: Access Deny",
+        ),
+    ],
 };
 static FILE_HOSTING_ACTIVITY: ClassInfo = ClassInfo {
     uid: 6006,
     name: "File Hosting Activity",
     category_uid: 6,
     category_name: "Application Activity",
-    activities: &[(1, "Upload"), (2, "Download")],
+    activities: &[
+        (1, "Upload", "File Hosting Activity: Upload"),
+        (2, "Download", "File Hosting Activity: Download"),
+    ],
 };
 
 pub const ACTIVITY_OTHER: i64 = 99;
@@ -262,16 +297,14 @@ impl MapContext {
         time_ms: i64,
     ) -> OcsfEvent<'a> {
         let info = class.info();
-        let (activity_id, activity_name) = match activity {
-            Activity::Id(id) => (
-                id,
-                info.activities
-                    .iter()
-                    .find(|(a, _)| *a == id)
-                    .map(|(_, n)| *n)
-                    .unwrap_or("Unknown"),
-            ),
-            Activity::Other(name) => (ACTIVITY_OTHER, name),
+        let known = match activity {
+            Activity::Id(id) => info.activities.iter().find(|(a, _, _)| *a == id),
+            Activity::Other(_) => None,
+        };
+        let (activity_id, activity_name) = match (activity, known) {
+            (_, Some((id, name, _))) => (*id, *name),
+            (Activity::Id(id), None) => (id, "Unknown"),
+            (Activity::Other(name), None) => (ACTIVITY_OTHER, name),
         };
         let mut e = OcsfEvent::with_capacity(48);
         e.put("class_uid", info.uid);
@@ -281,7 +314,10 @@ impl MapContext {
         e.put("activity_id", activity_id);
         e.put("activity_name", activity_name);
         e.put("type_uid", info.uid * 100 + activity_id);
-        e.put("type_name", format!("{}: {}", info.name, activity_name));
+        match known {
+            Some((_, _, type_name)) => e.put("type_name", *type_name),
+            None => e.put("type_name", format!("{}: {}", info.name, activity_name)),
+        }
         e.put("time", time_ms);
         e.put("severity_id", SEVERITY_INFORMATIONAL);
         e.put("severity", "Informational");
@@ -333,7 +369,16 @@ impl MapContext {
         } else {
             "hostname"
         };
-        e.put(format!("{object}.{attr}"), host);
+        let path = match (object, attr) {
+            ("dst_endpoint", "hostname") => Cow::Borrowed("dst_endpoint.hostname"),
+            ("dst_endpoint", _) => Cow::Borrowed("dst_endpoint.name"),
+            ("src_endpoint", "hostname") => Cow::Borrowed("src_endpoint.hostname"),
+            ("src_endpoint", _) => Cow::Borrowed("src_endpoint.name"),
+            ("device", "hostname") => Cow::Borrowed("device.hostname"),
+            ("device", _) => Cow::Borrowed("device.name"),
+            _ => Cow::Owned(format!("{object}.{attr}")),
+        };
+        e.put(path, host);
     }
 }
 
@@ -526,20 +571,32 @@ impl<'a> OcsfEvent<'a> {
                 Field::Json(Cow::Owned(Value::Array(list))),
             ));
         }
-        // Stable: of equal paths the one set last is last.
-        self.entries.sort_by(|a, b| path_order(&a.0, &b.0));
+        let entries = &self.entries;
+        // Sorted by path; of equal paths the one set last is last. Most comparisons end on
+        // the paths' order keys.
+        let mut order: Vec<(u128, usize)> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (path, _))| (order_key(path), i))
+            .collect();
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| path_order(&entries[a.1].0, &entries[b.1].0))
+                .then(a.1.cmp(&b.1))
+        });
         // Segments of the objects currently open, outermost first.
         let mut open: Vec<&str> = Vec::with_capacity(4);
-        let entries = &self.entries;
-        for (i, (path, field)) in entries.iter().enumerate() {
-            if let Some((next, _)) = entries.get(i + 1) {
+        for (n, &(_, i)) in order.iter().enumerate() {
+            let (path, field) = &entries[i];
+            if let Some((next, _)) = order.get(n + 1).map(|&(_, j)| &entries[j]) {
                 // Replaced by a later value for the same path, or by members written inside
                 // it (a leaf then an object at the same place: the object wins).
                 if next == path || is_inside(next, path) {
                     continue;
                 }
             }
-            let (parents, leaf) = match path.rfind('.') {
+            // (memchr's search beats `str::rfind` on these short paths.)
+            let (parents, leaf) = match memchr::memrchr(b'.', path.as_bytes()) {
                 Some(dot) => (&path[..dot], &path[dot + 1..]),
                 None => ("", path.as_ref()),
             };
@@ -592,6 +649,17 @@ fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
         }
         None => a.len().cmp(&b.len()),
     }
+}
+
+/// The first 16 bytes of a path as a number that orders as [`path_order`] does (`.` below
+/// every other byte, a shorter path first): it never contradicts `path_order`, and only paths
+/// sharing their first 16 bytes tie.
+fn order_key(path: &str) -> u128 {
+    let mut key = [0u8; 16];
+    for (slot, b) in key.iter_mut().zip(path.bytes()) {
+        *slot = if b == b'.' { 0 } else { b };
+    }
+    u128::from_be_bytes(key)
 }
 
 /// `inner` is a member path below `outer` (`a.b.c` is inside `a.b`).
@@ -995,6 +1063,10 @@ fn match_used_path(prefix: &str, path: &str, keys: &[&str]) -> UsedMatch {
             // The used path ended above this member.
             return UsedMatch::None;
         };
+        // Most pairs differ in their first byte: settled without a string comparison.
+        if rest.as_bytes().first() != key.as_bytes().first() {
+            return UsedMatch::None;
+        }
         let Some(after) = rest.strip_prefix(key) else {
             return UsedMatch::None;
         };
@@ -1187,5 +1259,21 @@ mod tests {
         let mut paths = vec!["a_c", "a.b", "a", "a-b", "ab.c"];
         paths.sort_by(|a, b| path_order(a, b));
         assert_eq!(paths, vec!["a", "a.b", "a-b", "a_c", "ab.c"]);
+        let long = [
+            "metadata.original_time.x",
+            "metadata.original_time",
+            "metadata.original_timex",
+            "metadata.original",
+            "metadata-x",
+            "metadata",
+        ];
+        for a in long.iter().chain(&paths) {
+            for b in long.iter().chain(&paths) {
+                let (ka, kb) = (order_key(a), order_key(b));
+                if ka != kb {
+                    assert_eq!(ka.cmp(&kb), path_order(a, b), "{a} vs {b}");
+                }
+            }
+        }
     }
 }

@@ -55,12 +55,17 @@ impl PromptTracker {
 
 /// A shell prompt at the start of a line: `PS C:\dir>`, `[user@host dir]$`, `sh-5.2$`,
 /// `user@host:~#`, or a bare `$`. A bare `#` is not a prompt (comment lines in output are far
-/// more common than a root shell with an empty PS1). Group 1: what follows the prompt.
+/// more common than a root shell with an empty PS1). A prompt is followed by the end of the
+/// line or by a space and what was typed ([`classify`] checks that).
+///
+/// No capture groups: a search for where the match ends runs on the regex crate's DFAs, while
+/// one with groups ran its backtracker, which clears its memory on every search (a tenth of
+/// the whole transform's work).
 fn prompt_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
         Regex::new(
-            r"^(?:PS [A-Za-z]:[^>]{0,256}>|\[[^\]]{1,128}\][$#]|[A-Za-z0-9_.@:~/+-]{1,128}[$#]|\$)(?: (.*))?$",
+            r"^(?:PS [A-Za-z]:[^>]{0,256}>|\[[^\]]{1,128}\][$#]|[A-Za-z0-9_.@:~/+-]{1,128}[$#]|\$)",
         )
         .expect("the prompt pattern is valid")
     })
@@ -81,11 +86,20 @@ pub fn classify(line: &str) -> Line<'_> {
     if !line.bytes().any(|b| matches!(b, b'$' | b'#' | b'>')) {
         return Line::Output(line);
     }
-    match prompt_regex().captures(line) {
-        Some(c) => match c.get(1).map(|m| m.as_str().trim()) {
-            Some(cmd) if !cmd.is_empty() => Line::Command(cmd),
-            _ => Line::BarePrompt,
-        },
+    // Each alternative of the pattern ends at the first of its closing characters, so the
+    // shortest match is the only one.
+    let Some(prompt) = prompt_regex().find(line) else {
+        return Line::Output(line);
+    };
+    let rest = &line[prompt.end()..];
+    if rest.contains('\n') {
+        // What follows a prompt is one line of typing.
+        return Line::Output(line);
+    }
+    match rest.strip_prefix(' ').map(str::trim) {
+        _ if rest.is_empty() => Line::BarePrompt,
+        Some("") => Line::BarePrompt,
+        Some(cmd) => Line::Command(cmd),
         None => Line::Output(line),
     }
 }
@@ -292,6 +306,57 @@ pub fn common_process_fields<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The whole-line pattern `classify` replaced (prompt, then optionally a space and the
+    /// typed text, then the end): both must read every line alike.
+    #[test]
+    fn classify_reads_lines_as_the_whole_line_pattern_does() {
+        let whole = Regex::new(
+            r"^(?:PS [A-Za-z]:[^>]{0,256}>|\[[^\]]{1,128}\][$#]|[A-Za-z0-9_.@:~/+-]{1,128}[$#]|\$)(?: (.*))?$",
+        )
+        .expect("valid");
+        let lines = [
+            "$",
+            "$ ",
+            "$  ",
+            "$ ls",
+            "$ls",
+            "$$ ls",
+            "a$b",
+            "a$ b$ c",
+            "x$y$ ls",
+            "ab$ c$ d",
+            "[u@h ~]$ sudo -i",
+            "[u@h ~]$",
+            "[u@h ~]#x",
+            "[]$ x",
+            "PS C:\\> dir",
+            "PS C:\\>dir",
+            "PS C:\\x> ",
+            "PS c:> a > b",
+            "user@host:~# rm -rf /tmp/x",
+            "# comment",
+            "#",
+            "> quoted",
+            "total 0",
+            "sh-5.2$ echo $HOME",
+            "$ a\nb",
+            "$ tab\there",
+            "é$ x",
+            "a.b/c~d+e-f@g:h$ x",
+            "a b$ c",
+        ];
+        for line in lines {
+            let expected = match whole.captures(line) {
+                Some(c) => match c.get(1).map(|m| m.as_str().trim()) {
+                    Some(cmd) if !cmd.is_empty() => Line::Command(cmd),
+                    _ => Line::BarePrompt,
+                },
+                None => Line::Output(line),
+            };
+            assert_eq!(classify(line), expected, "{line:?}");
+        }
+    }
 
     #[test]
     fn prompts_are_told_from_output() {
