@@ -138,6 +138,18 @@ impl<'a> BorrowedValue<'a> {
         matches!(self, BorrowedValue::Null)
     }
 
+    /// The value's JSON type, for messages (named as [`crate::json::kind_of`] names them).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BorrowedValue::Null => "null",
+            BorrowedValue::Bool(_) => "a boolean",
+            BorrowedValue::Number(_) => "a number",
+            BorrowedValue::String(_) => "a string",
+            BorrowedValue::Array(_) => "an array",
+            BorrowedValue::Object(_) => "an object",
+        }
+    }
+
     pub fn is_string(&self) -> bool {
         matches!(self, BorrowedValue::String(_))
     }
@@ -390,6 +402,22 @@ impl<'a> Parser<'a> {
         Ok(JsonStr { text, quoted })
     }
 
+    /// After an item of an array or object: a `,` (more follow, false) or `close` (true).
+    fn list_closed(&mut self, close: u8, expected: &'static str) -> Result<bool, ViewError> {
+        self.skip_ws();
+        match self.bytes.get(self.pos) {
+            Some(b',') => {
+                self.pos += 1;
+                Ok(false)
+            }
+            Some(&b) if b == close => {
+                self.pos += 1;
+                Ok(true)
+            }
+            _ => Err(self.error(expected)),
+        }
+    }
+
     fn array(&mut self, depth: usize) -> Result<BorrowedArray<'a>, ViewError> {
         if depth > MAX_DEPTH {
             return Err(self.error("nested too deep"));
@@ -407,14 +435,8 @@ impl<'a> Parser<'a> {
                 let v = self.value(depth)?;
                 clean &= v.is_clean();
                 items.push(v);
-                self.skip_ws();
-                match self.bytes.get(self.pos) {
-                    Some(b',') => self.pos += 1,
-                    Some(b']') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(self.error("expected ',' or ']'")),
+                if self.list_closed(b']', "expected ',' or ']'")? {
+                    break;
                 }
             }
         }
@@ -458,14 +480,8 @@ impl<'a> Parser<'a> {
             let v = self.value(depth)?;
             clean &= v.is_clean();
             members.push((key, v));
-            self.skip_ws();
-            match self.bytes.get(self.pos) {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    break;
-                }
-                _ => return Err(self.error("expected ',' or '}'")),
+            if self.list_closed(b'}', "expected ',' or '}'")? {
+                break;
             }
         }
         Ok(BorrowedObject {

@@ -31,7 +31,7 @@ impl MapError {
             reason: "wrong_type",
             message: format!(
                 "field \"{path}\" must be {expected}, found {}",
-                kind_of(found)
+                found.kind()
             ),
         }
     }
@@ -50,18 +50,6 @@ impl MapError {
                 truncate(value, MAX_ECHOED_CHARS)
             ),
         }
-    }
-}
-
-/// The JSON type of a value, for messages (as `sessiontrail_core::json::kind_of` names them).
-fn kind_of(v: &BorrowedValue<'_>) -> &'static str {
-    match v {
-        BorrowedValue::Null => "null",
-        BorrowedValue::Bool(_) => "a boolean",
-        BorrowedValue::Number(_) => "a number",
-        BorrowedValue::String(_) => "a string",
-        BorrowedValue::Array(_) => "an array",
-        BorrowedValue::Object(_) => "an object",
     }
 }
 
@@ -359,24 +347,36 @@ fn product_object(system: InputSystem, over: Option<&ProductOverride>) -> Object
     p
 }
 
+/// The two attributes a host name can go to in one object: `hostname`, or `name` when OCSF
+/// 1.3.0 refuses the value as a hostname (see [`MapContext::put_hostname`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HostPaths {
+    pub hostname: &'static str,
+    pub name: &'static str,
+}
+
+pub const DST_ENDPOINT_HOST: HostPaths = HostPaths {
+    hostname: "dst_endpoint.hostname",
+    name: "dst_endpoint.name",
+};
+pub const SRC_ENDPOINT_HOST: HostPaths = HostPaths {
+    hostname: "src_endpoint.hostname",
+    name: "src_endpoint.name",
+};
+pub const DEVICE_HOST: HostPaths = HostPaths {
+    hostname: "device.hostname",
+    name: "device.name",
+};
+
 impl MapContext {
     /// Sets `<object>.hostname`, or `<object>.name` in OCSF 1.3.0 when the value is not a DNS
     /// hostname (1.3.0's `hostname_t` has a pattern; a Windows computer name such as
     /// "山田のPC" does not match it; 1.8.0 accepts any string).
-    pub fn put_hostname<'a>(&self, e: &mut OcsfEvent<'a>, object: &str, host: &'a str) {
-        let attr = if self.version == OcsfVersion::V1_3_0 && !is_dns_hostname(host) {
-            "name"
+    pub fn put_hostname<'a>(&self, e: &mut OcsfEvent<'a>, object: HostPaths, host: &'a str) {
+        let path = if self.version == OcsfVersion::V1_3_0 && !is_dns_hostname(host) {
+            object.name
         } else {
-            "hostname"
-        };
-        let path = match (object, attr) {
-            ("dst_endpoint", "hostname") => Cow::Borrowed("dst_endpoint.hostname"),
-            ("dst_endpoint", _) => Cow::Borrowed("dst_endpoint.name"),
-            ("src_endpoint", "hostname") => Cow::Borrowed("src_endpoint.hostname"),
-            ("src_endpoint", _) => Cow::Borrowed("src_endpoint.name"),
-            ("device", "hostname") => Cow::Borrowed("device.hostname"),
-            ("device", _) => Cow::Borrowed("device.name"),
-            _ => Cow::Owned(format!("{object}.{attr}")),
+            object.hostname
         };
         e.put(path, host);
     }
@@ -1252,6 +1252,25 @@ mod tests {
             written(e),
             serde_json::json!({"message": "second", "user": {"name": "anna"}})
         );
+    }
+
+    #[test]
+    fn each_written_out_type_name_is_its_class_and_activity() {
+        let classes = [
+            Class::BaseEvent,
+            Class::ProcessActivity,
+            Class::Authentication,
+            Class::NetworkActivity,
+            Class::WebResourcesActivity,
+            Class::ApiActivity,
+            Class::WebResourceAccessActivity,
+            Class::FileHostingActivity,
+        ];
+        for info in classes.map(Class::info) {
+            for (_, activity, type_name) in info.activities {
+                assert_eq!(*type_name, format!("{}: {activity}", info.name));
+            }
+        }
     }
 
     #[test]

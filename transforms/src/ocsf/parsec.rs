@@ -16,7 +16,7 @@ use sessiontrail_core::{Object, Value};
 
 use super::common::{
     add_profile, is_ip, os_object, put, put_opt, set_status, user_named, Activity, Class,
-    MapContext, MapError, OcsfEvent, Reader, STATUS_FAILURE, STATUS_SUCCESS,
+    MapContext, MapError, OcsfEvent, Reader, DST_ENDPOINT_HOST, STATUS_FAILURE, STATUS_SUCCESS,
 };
 use super::{InputSystem, Mapped};
 
@@ -157,7 +157,7 @@ fn connection<'a>(
     // else the attempt.
     put_opt(&mut e, "src_endpoint.uid", client_peer);
     if let Some(h) = host_name {
-        cx.put_hostname(&mut e, "dst_endpoint", h);
+        cx.put_hostname(&mut e, DST_ENDPOINT_HOST, h);
     }
     put(&mut e, "dst_endpoint.uid", host_peer.unwrap_or(attempt));
     if client_side {

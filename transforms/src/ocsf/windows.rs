@@ -13,7 +13,7 @@ use sessiontrail_core::{Object, Value};
 
 use super::common::{
     os_object, put, put_opt, set_status, Activity, Class, MapContext, MapError, OcsfEvent, Reader,
-    STATUS_FAILURE, STATUS_SUCCESS,
+    DEVICE_HOST, DST_ENDPOINT_HOST, SRC_ENDPOINT_HOST, STATUS_FAILURE, STATUS_SUCCESS,
 };
 use super::{InputSystem, Mapped};
 
@@ -107,10 +107,10 @@ fn subject_and_resource<'a>(
     let host = r.str("host_name");
     put(e, "dst_endpoint.uid", resource_id);
     if let Some(h) = host {
-        cx.put_hostname(e, "dst_endpoint", h);
+        cx.put_hostname(e, DST_ENDPOINT_HOST, h);
         // `device` comes with the `host` profile: the Windows host that reported the event.
         super::common::add_profile(e, "host");
-        cx.put_hostname(e, "device", h);
+        cx.put_hostname(e, DEVICE_HOST, h);
         put(e, "device.type_id", 0);
         put(e, "device.type", "Unknown");
     }
@@ -176,7 +176,7 @@ fn notify<'a>(mut r: Reader<'a>, cx: &'a MapContext) -> Result<Mapped<'a>, MapEr
         r.str("client.ip").filter(|ip| super::common::is_ip(ip)),
     );
     if let Some(h) = r.str("client.host") {
-        cx.put_hostname(&mut e, "src_endpoint", h);
+        cx.put_hostname(&mut e, SRC_ENDPOINT_HOST, h);
     }
     if let Some(os) = r.str("client_env.os") {
         let version = r.str("client_env.os_version");
@@ -250,7 +250,7 @@ fn correction<'a>(mut r: Reader<'a>, cx: &'a MapContext) -> Result<Mapped<'a>, M
     put_opt(&mut e, "message", reason);
     put_opt(&mut e, "dst_endpoint.uid", r.str("resource_id"));
     if let Some(h) = r.str("host_name") {
-        cx.put_hostname(&mut e, "dst_endpoint", h);
+        cx.put_hostname(&mut e, DST_ENDPOINT_HOST, h);
     }
 
     let mut sc = Object::new();
