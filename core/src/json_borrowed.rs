@@ -424,7 +424,7 @@ impl<'a> Parser<'a> {
         }
         let start = self.pos;
         self.pos += 1;
-        let mut items = Vec::new();
+        let mut items = Vec::with_capacity(4);
         let mut clean = true;
         self.skip_ws();
         if self.bytes.get(self.pos) == Some(&b']') {
@@ -453,17 +453,18 @@ impl<'a> Parser<'a> {
         }
         let start = self.pos;
         self.pos += 1;
-        let mut members = Vec::new();
         self.skip_ws();
         if self.bytes.get(self.pos) == Some(&b'}') {
             self.pos += 1;
             return Ok(BorrowedObject {
-                members,
+                members: Vec::new(),
                 raw: &self.text[start..self.pos],
                 // An empty object is not clean: OCSF output drops it.
                 clean: false,
             });
         }
+        // Room for a typical record's object: growing 0 -> 4 -> 8 -> 16 costs more.
+        let mut members = Vec::with_capacity(8);
         let mut clean = true;
         loop {
             self.skip_ws();

@@ -7,17 +7,39 @@ use crate::event::{JsonObjectText, Object, Value};
 /// Where JSON text is written: a `String` (event text) or a `Vec<u8>` (a sink's buffer).
 pub trait JsonOut {
     fn push_str(&mut self, s: &str);
+
+    /// `"s"`: `s` needs no escaping. (One capacity check instead of three: most strings
+    /// written are short, so the calls cost more than the bytes.)
+    fn push_quoted(&mut self, s: &str) {
+        self.push_str("\"");
+        self.push_str(s);
+        self.push_str("\"");
+    }
 }
 
 impl JsonOut for String {
     fn push_str(&mut self, s: &str) {
         String::push_str(self, s);
     }
+
+    fn push_quoted(&mut self, s: &str) {
+        self.reserve(s.len() + 2);
+        self.push('"');
+        String::push_str(self, s);
+        self.push('"');
+    }
 }
 
 impl JsonOut for Vec<u8> {
     fn push_str(&mut self, s: &str) {
         self.extend_from_slice(s.as_bytes());
+    }
+
+    fn push_quoted(&mut self, s: &str) {
+        self.reserve(s.len() + 2);
+        self.push(b'"');
+        self.extend_from_slice(s.as_bytes());
+        self.push(b'"');
     }
 }
 
@@ -201,10 +223,15 @@ impl JsonObjectWriter {
 /// Appends `s` as a JSON string literal, escaped as serde_json does (`"`, `\\`, control
 /// characters), copying the runs between escapes in one piece.
 pub fn push_json_string<O: JsonOut>(out: &mut O, s: &str) {
-    out.push_str("\"");
     let bytes = s.as_bytes();
+    let Some(first) = next_to_escape(bytes, 0) else {
+        out.push_quoted(s);
+        return;
+    };
+    out.push_str("\"");
     let mut run_start = 0;
-    while let Some(i) = next_to_escape(bytes, run_start) {
+    let mut next = Some(first);
+    while let Some(i) = next {
         // Every byte that needs escaping is ASCII, so `i` is a char boundary.
         out.push_str(&s[run_start..i]);
         match bytes[i] {
@@ -229,6 +256,7 @@ pub fn push_json_string<O: JsonOut>(out: &mut O, s: &str) {
             }
         }
         run_start = i + 1;
+        next = next_to_escape(bytes, run_start);
     }
     out.push_str(&s[run_start..]);
     out.push_str("\"");
@@ -237,7 +265,6 @@ pub fn push_json_string<O: JsonOut>(out: &mut O, s: &str) {
 /// Position of the first byte at or after `from` that a JSON string must escape. Looks at
 /// eight bytes at a time (most text has long runs with nothing to escape).
 fn next_to_escape(bytes: &[u8], from: usize) -> Option<usize> {
-    let needs_escape = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
     let rest = bytes.get(from..)?;
     let mut chunks = rest.chunks_exact(8);
     for (n, chunk) in chunks.by_ref().enumerate() {
@@ -248,11 +275,13 @@ fn next_to_escape(bytes: &[u8], from: usize) -> Option<usize> {
             return Some(from + n * 8 + (hits.trailing_zeros() / 8) as usize);
         }
     }
+    // The last 1-7 bytes as one word too, padded with a byte that needs no escape.
     let tail = chunks.remainder();
     let tail_start = from + rest.len() - tail.len();
-    tail.iter()
-        .position(|&b| needs_escape(b))
-        .map(|p| tail_start + p)
+    let mut word = [b'a'; 8];
+    word[..tail.len()].copy_from_slice(tail);
+    let hits = escape_mask(u64::from_le_bytes(word));
+    (hits != 0).then(|| tail_start + (hits.trailing_zeros() / 8) as usize)
 }
 
 /// High bit set in each byte of `x` that is `"`, `\\` or below 0x20. Bytes above the first

@@ -246,6 +246,7 @@ pub struct MapContext {
     /// When the record was received (epoch ms): the time of last resort for records that
     /// carry none (plain transcript text).
     pub received_at_ms: i64,
+    headers: EventHeaders,
 }
 
 impl MapContext {
@@ -266,6 +267,7 @@ impl MapContext {
             products,
             unknown_product: product_json(InputSystem::Auto, None),
             received_at_ms: 0,
+            headers: EventHeaders::new(),
         }
     }
 
@@ -294,21 +296,14 @@ impl MapContext {
             (Activity::Id(id), None) => (id, "Unknown"),
             (Activity::Other(name), None) => (ACTIVITY_OTHER, name),
         };
-        let mut e = OcsfEvent::with_capacity(48);
-        e.put("class_uid", info.uid);
-        e.put("class_name", info.name);
-        e.put("category_uid", info.category_uid);
-        e.put("category_name", info.category_name);
-        e.put("activity_id", activity_id);
-        e.put("activity_name", activity_name);
-        e.put("type_uid", info.uid * 100 + activity_id);
-        match known {
-            Some((_, _, type_name)) => e.put("type_name", *type_name),
-            None => e.put("type_name", format!("{}: {}", info.name, activity_name)),
-        }
+        // The class and activity members are the same text for every event of one type:
+        // written once per type (see `EventHeaders`), not sorted and escaped per event.
+        let header = match known {
+            Some(_) => Cow::Borrowed(self.headers.get(info.uid * 100 + activity_id)),
+            None => Cow::Owned(header_text(info, activity_id, activity_name)),
+        };
+        let mut e = OcsfEvent::with_header(header, 40);
         e.put("time", time_ms);
-        e.put("severity_id", SEVERITY_INFORMATIONAL);
-        e.put("severity", "Informational");
         e.put("metadata.version", self.version.as_str());
         // Written whole: no mapping writes inside `metadata.product`.
         e.put_json_text("metadata.product", self.product(system));
@@ -345,6 +340,75 @@ fn product_object(system: InputSystem, over: Option<&ProductOverride>) -> Object
         p.insert("uid".into(), u.into());
     }
     p
+}
+
+/// The members every event of one type shares, as JSON member text (`"class_uid":3002,...`):
+/// class, category, activity, type and severity, for every known activity of every class.
+#[derive(Clone)]
+struct EventHeaders {
+    /// (type_uid, members), sorted by type_uid.
+    by_type: Vec<(i64, String)>,
+}
+
+impl EventHeaders {
+    fn new() -> Self {
+        let classes = [
+            Class::BaseEvent,
+            Class::ProcessActivity,
+            Class::Authentication,
+            Class::NetworkActivity,
+            Class::WebResourcesActivity,
+            Class::ApiActivity,
+            Class::WebResourceAccessActivity,
+            Class::FileHostingActivity,
+        ];
+        let mut by_type: Vec<(i64, String)> = classes
+            .iter()
+            .flat_map(|c| {
+                let info = c.info();
+                info.activities
+                    .iter()
+                    .map(move |(id, name, _)| (info.uid * 100 + id, header_text(info, *id, name)))
+            })
+            .collect();
+        by_type.sort_by_key(|(type_uid, _)| *type_uid);
+        EventHeaders { by_type }
+    }
+
+    /// The members of a known activity's events (empty for an unknown type_uid: callers
+    /// only ask for the types the class tables list).
+    fn get(&self, type_uid: i64) -> &str {
+        self.by_type
+            .binary_search_by_key(&type_uid, |(t, _)| *t)
+            .map_or("", |i| &self.by_type[i].1)
+    }
+}
+
+/// The class, category, activity, type and severity members of an event, as JSON member text.
+fn header_text(info: &ClassInfo, activity_id: i64, activity_name: &str) -> String {
+    let type_name = info
+        .activities
+        .iter()
+        .find(|(id, _, _)| *id == activity_id)
+        .map_or_else(
+            || format!("{}: {}", info.name, activity_name),
+            |(_, _, t)| (*t).to_string(),
+        );
+    let mut w = JsonObjectWriter::with_capacity(256);
+    w.integer("class_uid", info.uid)
+        .string("class_name", info.name)
+        .integer("category_uid", info.category_uid)
+        .string("category_name", info.category_name)
+        .integer("activity_id", activity_id)
+        .string("activity_name", activity_name)
+        .integer("type_uid", info.uid * 100 + activity_id)
+        .string("type_name", &type_name)
+        .integer("severity_id", SEVERITY_INFORMATIONAL)
+        .string("severity", "Informational");
+    let text = w.finish();
+    let object = text.as_str();
+    // Without the braces: members to write into an open object.
+    object[1..object.len() - 1].to_string()
 }
 
 /// The two attributes a host name can go to in one object: `hostname`, or `name` when OCSF
@@ -501,6 +565,8 @@ impl From<serde_json::Number> for Field<'_> {
 /// transform's cost; the pairs borrow the source record's strings instead of copying them.
 #[derive(Debug, Default)]
 pub struct OcsfEvent<'a> {
+    /// Top-level members written first, as JSON member text; no entry sets these paths.
+    header: Cow<'a, str>,
     entries: Vec<(Cow<'static, str>, Field<'a>)>,
     /// `metadata.profiles`, in the order they were added.
     profiles: Vec<&'static str>,
@@ -508,7 +574,14 @@ pub struct OcsfEvent<'a> {
 
 impl<'a> OcsfEvent<'a> {
     pub fn with_capacity(n: usize) -> Self {
+        OcsfEvent::with_header(Cow::Borrowed(""), n)
+    }
+
+    /// An event whose first members are `header` (JSON member text, `"a":1,"b":"x"`) that no
+    /// later `put` writes into.
+    pub fn with_header(header: Cow<'a, str>, n: usize) -> Self {
         OcsfEvent {
+            header,
             entries: Vec::with_capacity(n),
             profiles: Vec::new(),
         }
@@ -564,6 +637,9 @@ impl<'a> OcsfEvent<'a> {
 
     /// Writes the event as nested JSON members into `w` (an open object).
     pub fn write(mut self, w: &mut JsonObjectWriter) {
+        if !self.header.is_empty() {
+            w.raw_members(&self.header);
+        }
         if !self.profiles.is_empty() {
             let list = self.profiles.iter().map(|p| Value::from(*p)).collect();
             self.entries.push((
@@ -572,17 +648,14 @@ impl<'a> OcsfEvent<'a> {
             ));
         }
         let entries = &self.entries;
-        // Sorted by path; of equal paths the one set last is last. Most comparisons end on
-        // the paths' order keys.
+        // Sorted by path; of equal paths the one set last is last.
         let mut order: Vec<(u128, usize)> = entries
             .iter()
             .enumerate()
             .map(|(i, (path, _))| (order_key(path), i))
             .collect();
-        order.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| path_order(&entries[a.1].0, &entries[b.1].0))
-                .then(a.1.cmp(&b.1))
+        insertion_sort(&mut order, |a, b| {
+            a.0 < b.0 || (a.0 == b.0 && path_order(&entries[a.1].0, &entries[b.1].0).is_lt())
         });
         // Segments of the objects currently open, outermost first.
         let mut open: Vec<&str> = Vec::with_capacity(4);
@@ -637,6 +710,20 @@ impl<'a> OcsfEvent<'a> {
     }
 }
 
+/// Sorts `items` stably by `less`. An event has a few dozen entries: a plain insertion sort
+/// on their order keys does a fraction of the work of the general-purpose sorts here.
+fn insertion_sort<T: Copy>(items: &mut [T], less: impl Fn(&T, &T) -> bool) {
+    for i in 1..items.len() {
+        let item = items[i];
+        let mut j = i;
+        while j > 0 && less(&item, &items[j - 1]) {
+            items[j] = items[j - 1];
+            j -= 1;
+        }
+        items[j] = item;
+    }
+}
+
 /// Orders dotted paths segment by segment (`a` < `a.b` < `a_c`), which keeps the members of
 /// one object next to each other and orders keys as JSON maps do.
 fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
@@ -679,12 +766,37 @@ fn has_null(v: &Value) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Reading source fields.
 
+/// The source members a mapping took, by identity: (the member's value, whole). `whole` false:
+/// only members inside it were taken. Matched by address, not by path: writing the leftovers
+/// compares pointers instead of strings, and a key holding a dot (`"a.b"`) is never mistaken
+/// for the path `a.b`.
+pub type Taken<'a> = Vec<(&'a BorrowedValue<'a>, bool)>;
+
+/// Objects on the way to a value that a [`Reader`] marks taken in part (the mappings read at
+/// most four levels down). A deeper path would leave the objects below this depth unmarked:
+/// they would be copied to `unmapped` whole, taken member included (duplicated, not lost).
+const MAX_TAKEN_DEPTH: usize = 8;
+
+/// A value a [`Reader`] found, and the objects on the way to it (outermost first).
+struct Found<'a> {
+    value: &'a BorrowedValue<'a>,
+    parents: [Option<&'a BorrowedValue<'a>>; MAX_TAKEN_DEPTH],
+}
+
+/// `a.b.c` -> (`a`, Some(`b.c`)); `a` -> (`a`, None).
+fn split_segment(path: &str) -> (&str, Option<&str>) {
+    match path.bytes().position(|b| b == b'.') {
+        Some(dot) => (&path[..dot], Some(&path[dot + 1..])),
+        None => (path, None),
+    }
+}
+
 /// Reads fields of a source object (or of one nested object, `prefix`) and remembers which
-/// ones a mapping used, so the rest can go to `unmapped`.
+/// members a mapping took, so the rest can go to `unmapped`.
 pub struct Reader<'a> {
     src: &'a BorrowedObject<'a>,
     prefix: &'static str,
-    used: Vec<(&'static str, &'static str)>,
+    taken: Taken<'a>,
 }
 
 impl<'a> Reader<'a> {
@@ -692,31 +804,74 @@ impl<'a> Reader<'a> {
         Reader {
             src,
             prefix: "",
-            used: Vec::new(),
+            taken: Vec::with_capacity(24),
         }
     }
 
-    /// A reader of the object at `prefix` (e.g. `"detail"`), whose used paths are recorded
-    /// relative to the record's root.
-    pub fn nested(src: &'a BorrowedObject<'a>, prefix: &'static str) -> Self {
-        Reader {
-            src,
-            prefix,
-            used: Vec::new(),
-        }
+    /// A reader of the object `member` (the value of the record's member `prefix`, e.g.
+    /// `"detail"`): what it takes is inside that member, which is so taken in part.
+    pub fn nested(member: &'a BorrowedValue<'a>, prefix: &'static str) -> Option<Self> {
+        let src = member.as_object()?;
+        let mut taken = Vec::with_capacity(24);
+        taken.push((member, false));
+        Some(Reader { src, prefix, taken })
     }
 
-    fn get(&self, path: &str) -> Option<&'a BorrowedValue<'a>> {
-        self.src.get_path(path)
+    /// The value at `path` (dotted; a numeric segment indexes an array) and the objects on
+    /// the way to it.
+    fn find(&self, path: &str) -> Option<Found<'a>> {
+        let mut parents = [None; MAX_TAKEN_DEPTH];
+        let (first, mut rest) = split_segment(path);
+        let mut cur = self.src.get(first)?;
+        let mut depth = 0;
+        while let Some(after) = rest {
+            let (segment, next) = split_segment(after);
+            cur = match cur {
+                BorrowedValue::Object(o) => {
+                    if let Some(slot) = parents.get_mut(depth) {
+                        *slot = Some(cur);
+                        depth += 1;
+                    }
+                    o.get(segment)?
+                }
+                // Inside an array nothing is marked: arrays are kept whole.
+                BorrowedValue::Array(a) => a.get(segment.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+            rest = next;
+        }
+        Some(Found {
+            value: cur,
+            parents,
+        })
+    }
+
+    /// Marks a found member taken (it does not go to `unmapped`), and the objects on the way
+    /// to it taken in part.
+    fn take(&mut self, found: &Found<'a>) -> &'a BorrowedValue<'a> {
+        for parent in found.parents.iter().map_while(|p| *p) {
+            self.taken.push((parent, false));
+        }
+        self.taken.push((found.value, true));
+        found.value
     }
 
     /// The value at `path`, `None` when absent or `null` (not marked used).
     pub fn peek(&self, path: &str) -> Option<&'a BorrowedValue<'a>> {
-        self.get(path).filter(|v| !v.is_null())
+        self.find(path).map(|f| f.value).filter(|v| !v.is_null())
     }
 
+    /// Marks the member at `path` taken, as reading it does.
     pub fn mark(&mut self, path: &'static str) {
-        self.used.push((self.prefix, path));
+        if let Some(found) = self.find(path) {
+            self.take(&found);
+        }
+    }
+
+    /// Forgets what was taken: everything read so far goes to `unmapped` after all.
+    pub fn untake_all(&mut self) {
+        // A nested reader's own member stays taken in part (see `nested`).
+        self.taken.truncate(usize::from(!self.prefix.is_empty()));
     }
 
     fn full(&self, path: &str) -> String {
@@ -730,22 +885,22 @@ impl<'a> Reader<'a> {
     /// A required string: absent -> `missing_field`, `null` or another type -> `wrong_type`,
     /// empty -> `missing_field`.
     pub fn req_str(&mut self, path: &'static str) -> Result<&'a str, MapError> {
-        match self.get(path) {
-            None => Err(MapError::missing(&self.full(path))),
-            Some(BorrowedValue::String(s)) if s.is_empty() => {
-                Err(MapError::missing(&self.full(path)))
-            }
-            Some(BorrowedValue::String(s)) => {
-                self.mark(path);
+        let Some(found) = self.find(path) else {
+            return Err(MapError::missing(&self.full(path)));
+        };
+        match found.value {
+            BorrowedValue::String(s) if s.is_empty() => Err(MapError::missing(&self.full(path))),
+            BorrowedValue::String(s) => {
+                self.take(&found);
                 Ok(s.as_str())
             }
-            Some(other) => Err(MapError::wrong_type(&self.full(path), "a string", other)),
+            other => Err(MapError::wrong_type(&self.full(path), "a string", other)),
         }
     }
 
     /// A required object (not marked used: its members are consumed one by one).
     pub fn req_obj(&mut self, path: &'static str) -> Result<&'a BorrowedObject<'a>, MapError> {
-        match self.get(path) {
+        match self.find(path).map(|f| f.value) {
             None => Err(MapError::missing(&self.full(path))),
             Some(BorrowedValue::Object(m)) => Ok(m),
             Some(other) => Err(MapError::wrong_type(&self.full(path), "an object", other)),
@@ -755,9 +910,10 @@ impl<'a> Reader<'a> {
     /// An optional string: used when it is a non-empty string; anything else stays where it
     /// is and so ends up in `unmapped`.
     pub fn str(&mut self, path: &'static str) -> Option<&'a str> {
-        match self.get(path) {
-            Some(BorrowedValue::String(s)) if !s.is_empty() => {
-                self.mark(path);
+        let found = self.find(path)?;
+        match found.value {
+            BorrowedValue::String(s) if !s.is_empty() => {
+                self.take(&found);
                 Some(s.as_str())
             }
             _ => None,
@@ -766,37 +922,40 @@ impl<'a> Reader<'a> {
 
     /// An optional string that must be a string when present (`wrong_type` otherwise).
     pub fn opt_str_strict(&mut self, path: &'static str) -> Result<Option<&'a str>, MapError> {
-        match self.get(path) {
-            None | Some(BorrowedValue::Null) => Ok(None),
-            Some(BorrowedValue::String(s)) if s.is_empty() => Ok(None),
-            Some(BorrowedValue::String(s)) => {
-                self.mark(path);
+        let Some(found) = self.find(path) else {
+            return Ok(None);
+        };
+        match found.value {
+            BorrowedValue::Null => Ok(None),
+            BorrowedValue::String(s) if s.is_empty() => Ok(None),
+            BorrowedValue::String(s) => {
+                self.take(&found);
                 Ok(Some(s.as_str()))
             }
-            Some(other) => Err(MapError::wrong_type(&self.full(path), "a string", other)),
+            other => Err(MapError::wrong_type(&self.full(path), "a string", other)),
         }
     }
 
     pub fn i64(&mut self, path: &'static str) -> Option<i64> {
-        let v = self.get(path)?.as_i64()?;
-        self.mark(path);
+        let found = self.find(path)?;
+        let v = found.value.as_i64()?;
+        self.take(&found);
         Some(v)
     }
 
     /// A number, as the JSON text it was written as.
     pub fn number(&mut self, path: &'static str) -> Option<&'a BorrowedValue<'a>> {
-        match self.get(path) {
-            Some(n @ BorrowedValue::Number(_)) => {
-                self.mark(path);
-                Some(n)
-            }
+        let found = self.find(path)?;
+        match found.value {
+            BorrowedValue::Number(_) => Some(self.take(&found)),
             _ => None,
         }
     }
 
     pub fn bool(&mut self, path: &'static str) -> Option<bool> {
-        let v = self.get(path)?.as_bool()?;
-        self.mark(path);
+        let found = self.find(path)?;
+        let v = found.value.as_bool()?;
+        self.take(&found);
         Some(v)
     }
 
@@ -814,8 +973,8 @@ impl<'a> Reader<'a> {
         Ok((ms, s))
     }
 
-    pub fn used(self) -> Vec<(&'static str, &'static str)> {
-        self.used
+    pub fn taken(self) -> Taken<'a> {
+        self.taken
     }
 }
 
@@ -937,13 +1096,12 @@ pub fn is_ip(s: &str) -> bool {
 pub fn write_unmapped(
     w: &mut JsonObjectWriter,
     src: &BorrowedObject<'_>,
-    used: &[(&str, &str)],
+    taken: &[(&BorrowedValue<'_>, bool)],
     extra: &Object,
 ) {
     let mark = w.mark();
     w.begin_object("unmapped");
-    let mut keys = Vec::with_capacity(4);
-    let mut wrote = write_leftovers(w, src, &mut keys, used, Some(extra));
+    let mut wrote = write_leftovers(w, src, taken, Some(extra));
     for (k, v) in extra {
         if has_null(v) {
             let mut v = v.clone();
@@ -963,13 +1121,12 @@ pub fn write_unmapped(
     }
 }
 
-/// Writes the members of `obj` (at the path `keys`) that are neither used nor replaced by
-/// `replaced`. True when it wrote any.
-fn write_leftovers<'k>(
+/// Writes the members of `obj` that are neither taken nor replaced by `replaced`. True when
+/// it wrote any.
+fn write_leftovers(
     w: &mut JsonObjectWriter,
-    obj: &'k BorrowedObject<'_>,
-    keys: &mut Vec<&'k str>,
-    used: &[(&str, &str)],
+    obj: &BorrowedObject<'_>,
+    taken: &[(&BorrowedValue<'_>, bool)],
     replaced: Option<&Object>,
 ) -> bool {
     let mut wrote = false;
@@ -977,31 +1134,37 @@ fn write_leftovers<'k>(
         if v.is_null() || replaced.is_some_and(|r| !r.is_empty() && r.contains_key(k.as_str())) {
             continue;
         }
-        keys.push(k.as_str());
-        let matched = used_match(used, keys);
-        if matched != UsedMatch::Exact {
-            wrote |= write_leftover(w, k, v, keys, used, matched == UsedMatch::Below);
+        // Taken whole: Some(true); only members inside it: Some(false).
+        let mut state = None;
+        for (t, whole) in taken {
+            if std::ptr::eq(*t, v) {
+                state = Some(*whole);
+                if *whole {
+                    break;
+                }
+            }
         }
-        keys.pop();
+        if state != Some(true) {
+            wrote |= write_leftover(w, k, v, taken, state.is_some());
+        }
     }
     wrote
 }
 
-/// Writes one member of the leftovers (`partly_used`: a member inside it was used). True when
-/// anything was left to write.
-fn write_leftover<'k>(
+/// Writes one member of the leftovers (`partly_taken`: a member inside it was taken). True
+/// when anything was left to write.
+fn write_leftover(
     w: &mut JsonObjectWriter,
     key: &str,
-    value: &'k BorrowedValue<'_>,
-    keys: &mut Vec<&'k str>,
-    used: &[(&str, &str)],
-    partly_used: bool,
+    value: &BorrowedValue<'_>,
+    taken: &[(&BorrowedValue<'_>, bool)],
+    partly_taken: bool,
 ) -> bool {
     match value {
-        BorrowedValue::Object(inner) if partly_used || !inner.is_clean() => {
+        BorrowedValue::Object(inner) if partly_taken || !inner.is_clean() => {
             let mark = w.mark();
             w.begin_object(key);
-            if write_leftovers(w, inner, keys, used, None) {
+            if write_leftovers(w, inner, taken, None) {
                 w.end_object();
                 true
             } else {
@@ -1009,7 +1172,7 @@ fn write_leftover<'k>(
                 false
             }
         }
-        // Used paths only reach into objects: an array is kept whole.
+        // Nothing inside an array is marked taken: an array is kept whole.
         v if v.is_clean() => {
             w.raw(key, v.raw());
             true
@@ -1022,66 +1185,6 @@ fn write_leftover<'k>(
             }
             !removed
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum UsedMatch {
-    /// The member at `keys` was used.
-    Exact,
-    /// A member inside it was.
-    Below,
-    None,
-}
-
-/// Whether the member at the path `keys` was used, or a member inside it. Paths compare
-/// segment by segment (a key holding a dot is one segment, never two).
-fn used_match(used: &[(&str, &str)], keys: &[&str]) -> UsedMatch {
-    // A mapping reads dotted paths, which never name a key holding a dot.
-    if keys.iter().any(|k| k.contains('.')) {
-        return UsedMatch::None;
-    }
-    let mut result = UsedMatch::None;
-    for (prefix, path) in used {
-        match match_used_path(prefix, path, keys) {
-            UsedMatch::Exact => return UsedMatch::Exact,
-            UsedMatch::Below => result = UsedMatch::Below,
-            UsedMatch::None => {}
-        }
-    }
-    result
-}
-
-/// Matches the used path `prefix.path` (`prefix` may be empty) against `keys`, taking one
-/// segment per key off the front of the path: no splitting, no allocation (this runs for
-/// every member of every record).
-fn match_used_path(prefix: &str, path: &str, keys: &[&str]) -> UsedMatch {
-    let mut parts = [prefix, path];
-    let mut part = usize::from(prefix.is_empty());
-    for key in keys {
-        let Some(rest) = parts.get(part) else {
-            // The used path ended above this member.
-            return UsedMatch::None;
-        };
-        // Most pairs differ in their first byte: settled without a string comparison.
-        if rest.as_bytes().first() != key.as_bytes().first() {
-            return UsedMatch::None;
-        }
-        let Some(after) = rest.strip_prefix(key) else {
-            return UsedMatch::None;
-        };
-        if after.is_empty() {
-            part += 1;
-        } else if let Some(after) = after.strip_prefix('.') {
-            parts[part] = after;
-        } else {
-            return UsedMatch::None;
-        }
-    }
-    if part >= parts.len() {
-        UsedMatch::Exact
-    } else {
-        UsedMatch::Below
     }
 }
 
@@ -1149,15 +1252,35 @@ mod tests {
         assert_eq!(v, serde_json::json!({"d": [1], "e": ""}));
     }
 
-    fn unmapped_of(src: &str, used: &[(&str, &str)], extra: Value) -> Value {
+    /// `unmapped` of `src` once `root` paths are taken from it and `detail` paths from its
+    /// member `detail` (read by a nested reader, as an EventBridge envelope is).
+    fn unmapped_of(
+        src: &str,
+        root: &[&'static str],
+        detail: &[&'static str],
+        extra: Value,
+    ) -> Value {
         let src = BorrowedObject::parse(src).expect("valid");
+        let mut r = Reader::new(&src);
+        for path in root {
+            r.mark(path);
+        }
+        let mut taken = r.taken();
+        if !detail.is_empty() {
+            let member = src.get("detail").expect("a detail member");
+            let mut r = Reader::nested(member, "detail").expect("an object");
+            for path in detail {
+                r.mark(path);
+            }
+            taken.extend(r.taken());
+        }
         let extra = match extra {
             Value::Object(o) => o,
             _ => Object::new(),
         };
         let mut w = JsonObjectWriter::with_capacity(64);
         w.string("kept", "before");
-        write_unmapped(&mut w, &src, used, &extra);
+        write_unmapped(&mut w, &src, &taken, &extra);
         let text = w.finish();
         assert!(sessiontrail_core::json::validate_strict(text.as_str().as_bytes()).is_ok());
         let mut out = text.into_object();
@@ -1169,9 +1292,13 @@ mod tests {
     fn unmapped_is_what_is_left_without_nulls_and_emptied_objects() {
         let src = r#"{"detail":{"a":{"b":1,"c":2},"gone":{"x":null},"d":[1,null,{}]},
                       "x":1,"y":null,"z":"kept","w":{"in":"whole"},"a.b":"dotted key"}"#;
-        let used = [("detail", "a.b"), ("", "x"), ("", "a.b")];
         assert_eq!(
-            unmapped_of(src, &used, serde_json::json!({"z": "replaced", "n": null})),
+            unmapped_of(
+                src,
+                &["x", "a.b"],
+                &["a.b"],
+                serde_json::json!({"z": "replaced", "n": null})
+            ),
             serde_json::json!({
                 "detail": {"a": {"c": 2}, "d": [1]},
                 "w": {"in": "whole"},
@@ -1182,26 +1309,47 @@ mod tests {
     }
 
     #[test]
-    fn used_paths_match_segment_by_segment() {
-        use UsedMatch::*;
-        let m = |prefix, path, keys: &[&str]| match_used_path(prefix, path, keys);
-        assert_eq!(m("", "a", &["a"]), Exact);
-        assert_eq!(m("", "a.b", &["a"]), Below);
-        assert_eq!(m("", "a.b", &["a", "b"]), Exact);
-        assert_eq!(m("", "a.b", &["a", "b", "c"]), None);
-        assert_eq!(used_match(&[("", "a.b")], &["a.b"]), None);
-        assert_eq!(used_match(&[("", "a.b.c")], &["a.b", "c"]), None);
-        assert_eq!(m("", "ab", &["a"]), None);
-        assert_eq!(m("detail", "a.b", &["detail"]), Below);
-        assert_eq!(m("detail", "a.b", &["detail", "a", "b"]), Exact);
-        assert_eq!(m("detail", "a", &["detail", "a", "x"]), None);
-        assert_eq!(m("detail", "a", &["a"]), None);
+    fn taken_members_are_the_members_a_path_names_never_a_dotted_key() {
+        let src = r#"{"a.b":"dotted","a":{"b":1,"c":{"d":2,"e":3}},"arr":[{"x":1}]}"#;
+        assert_eq!(
+            unmapped_of(
+                src,
+                &["a.b", "a.c.d", "arr.0.x", "missing.path"],
+                &[],
+                Value::Null
+            ),
+            serde_json::json!({"a.b": "dotted", "a": {"c": {"e": 3}}, "arr": [{"x": 1}]})
+        );
+        assert_eq!(
+            unmapped_of(src, &["a", "a.b"], &[], Value::Null),
+            serde_json::json!({"a.b": "dotted", "arr": [{"x": 1}]})
+        );
+    }
+
+    #[test]
+    fn untaking_puts_everything_read_back_into_unmapped() {
+        let src = BorrowedObject::parse(r#"{"a":1,"b":{"c":2,"d":3},"e":4}"#).expect("valid");
+        let mut r = Reader::new(&src);
+        r.mark("a");
+        r.mark("b.c");
+        r.untake_all();
+        r.mark("e");
+        let mut w = JsonObjectWriter::with_capacity(64);
+        write_unmapped(&mut w, &src, &r.taken(), &Object::new());
+        assert_eq!(
+            Value::Object(w.finish().into_object())["unmapped"],
+            serde_json::json!({"a": 1, "b": {"c": 2, "d": 3}})
+        );
     }
 
     #[test]
     fn nothing_left_writes_no_unmapped_member() {
-        let used = [("", "a"), ("", "b.c")];
-        let left = unmapped_of(r#"{"a":1,"b":{"c":2,"d":null}}"#, &used, Value::Null);
+        let left = unmapped_of(
+            r#"{"a":1,"b":{"c":2,"d":null}}"#,
+            &["a", "b.c"],
+            &[],
+            Value::Null,
+        );
         assert_eq!(left, Value::Null);
     }
 

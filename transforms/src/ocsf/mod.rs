@@ -36,7 +36,7 @@ use sessiontrail_core::{
     BuildError, DeadLetter, DeliveryStatus, Event, JsonObjectText, Labels, Object, TransformConfig,
 };
 
-use common::{write_unmapped, MapContext, MapError, OcsfEvent};
+use common::{write_unmapped, MapContext, MapError, OcsfEvent, Taken};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -227,20 +227,15 @@ pub struct Mapped<'a> {
     /// The OCSF events, each with the `unmapped` members the mapping computed itself
     /// (`end_reason`, `reported_duration_s`, a command's `output`...).
     pub events: Vec<(OcsfEvent<'a>, Object)>,
-    /// Source fields the mapping consumed, as (prefix, path); everything else goes to
-    /// `unmapped`.
-    pub used: Vec<(&'static str, &'static str)>,
+    /// Source members the mapping took; everything else goes to `unmapped`.
+    pub taken: Taken<'a>,
 }
 
 impl<'a> Mapped<'a> {
-    pub fn one(
-        event: OcsfEvent<'a>,
-        extra_unmapped: Object,
-        used: Vec<(&'static str, &'static str)>,
-    ) -> Self {
+    pub fn one(event: OcsfEvent<'a>, extra_unmapped: Object, taken: Taken<'a>) -> Self {
         Mapped {
             events: vec![(event, extra_unmapped)],
-            used,
+            taken,
         }
     }
 }
@@ -358,7 +353,7 @@ impl OcsfTransform {
         for (ocsf, extra) in mapped.events {
             let mut w = JsonObjectWriter::with_capacity(2048);
             ocsf.write(&mut w);
-            write_unmapped(&mut w, record, &mapped.used, &extra);
+            write_unmapped(&mut w, record, &mapped.taken, &extra);
             if keep_raw {
                 w.string("raw_data", text);
             }

@@ -70,7 +70,7 @@ pub fn map<'a>(src: &'a BorrowedObject<'a>, cx: &'a MapContext) -> Result<Mapped
             extra.insert("reported_duration_s".into(), d.to_value());
         }
     }
-    Ok(Mapped::one(mapped, extra, r.used()))
+    Ok(Mapped::one(mapped, extra, r.taken()))
 }
 
 /// The client reported it (a connection to one's own computer is both sides at once).

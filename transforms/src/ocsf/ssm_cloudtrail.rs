@@ -22,16 +22,15 @@ const SYSTEM: InputSystem = InputSystem::SsmCloudtrail;
 pub fn map<'a>(src: &'a BorrowedObject<'a>, cx: &'a MapContext) -> Result<Mapped<'a>, MapError> {
     // EventBridge envelope (`detail` holds the CloudTrail record) or a bare record.
     let enveloped = src.contains_key("detail-type") || src.contains_key("detail");
-    let (detail, prefix): (&BorrowedObject<'a>, &'static str) = if enveloped {
+    let mut r = if enveloped {
         match src.get("detail") {
             None | Some(BorrowedValue::Null) => return Err(MapError::missing("detail")),
-            Some(BorrowedValue::Object(d)) => (d, "detail"),
-            Some(other) => return Err(MapError::wrong_type("detail", "an object", other)),
+            Some(detail) => Reader::nested(detail, "detail")
+                .ok_or_else(|| MapError::wrong_type("detail", "an object", detail))?,
         }
     } else {
-        (src, "")
+        Reader::new(src)
     };
-    let mut r = Reader::nested(detail, prefix);
     let event_name = r.req_str("eventName")?;
     let (time_ms, original_time) = r.req_time("eventTime", false)?;
     let source_ip = r.req_str("sourceIPAddress")?;
@@ -77,7 +76,7 @@ pub fn map<'a>(src: &'a BorrowedObject<'a>, cx: &'a MapContext) -> Result<Mapped
     }
     let account = r.str("userIdentity.accountId");
     if user.is_empty() && account.is_none() {
-        return Err(MapError::missing(if prefix.is_empty() {
+        return Err(MapError::missing(if !enveloped {
             "userIdentity.arn"
         } else {
             "detail.userIdentity.arn"
@@ -144,7 +143,7 @@ pub fn map<'a>(src: &'a BorrowedObject<'a>, cx: &'a MapContext) -> Result<Mapped
         (name, _, _) => format!("{name} called"),
     };
     put(&mut e, "message", message);
-    Ok(Mapped::one(e, Object::new(), r.used()))
+    Ok(Mapped::one(e, Object::new(), r.taken()))
 }
 
 fn activity_of(event_name: &str) -> Activity<'static> {

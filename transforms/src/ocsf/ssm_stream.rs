@@ -238,7 +238,7 @@ pub fn map<'a>(
     }
     Ok(Mapped {
         events,
-        used: r.used(),
+        taken: r.taken(),
     })
 }
 

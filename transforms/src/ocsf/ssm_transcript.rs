@@ -36,7 +36,7 @@ pub fn map<'a>(
     if src.get("message").and_then(BorrowedValue::as_str) == Some("") {
         return Ok(Mapped {
             events: Vec::new(),
-            used: Vec::new(),
+            taken: Vec::new(),
         });
     }
     let text = r.req_str("message")?;
@@ -111,7 +111,7 @@ pub fn map<'a>(
     }
     Ok(Mapped {
         events,
-        used: r.used(),
+        taken: r.taken(),
     })
 }
 

@@ -192,7 +192,7 @@ fn notify<'a>(mut r: Reader<'a>, cx: &'a MapContext) -> Result<Mapped<'a>, MapEr
     let mut extra = Object::new();
     extra.insert("channel_type".into(), channel.into());
     extra.insert("event_trigger".into(), trigger.into());
-    Ok(Mapped::one(e, extra, r.used()))
+    Ok(Mapped::one(e, extra, r.taken()))
 }
 
 fn end<'a>(mut r: Reader<'a>, cx: &'a MapContext) -> Result<Mapped<'a>, MapError> {
@@ -216,7 +216,7 @@ fn end<'a>(mut r: Reader<'a>, cx: &'a MapContext) -> Result<Mapped<'a>, MapError
     if let Some(d) = r.number("duration_s") {
         extra.insert("reported_duration_s".into(), d.to_value());
     }
-    Ok(Mapped::one(e, extra, r.used()))
+    Ok(Mapped::one(e, extra, r.taken()))
 }
 
 fn correction<'a>(mut r: Reader<'a>, cx: &'a MapContext) -> Result<Mapped<'a>, MapError> {
@@ -272,7 +272,7 @@ fn correction<'a>(mut r: Reader<'a>, cx: &'a MapContext) -> Result<Mapped<'a>, M
     }
     let mut extra = Object::new();
     extra.insert("session_correction".into(), Value::Object(sc));
-    Ok(Mapped::one(e, extra, r.used()))
+    Ok(Mapped::one(e, extra, r.taken()))
 }
 
 /// The Security 4624 LogonType the agent reported, when it is one OCSF knows.

@@ -118,11 +118,10 @@ pub fn map<'a>(src: &'a BorrowedObject<'a>, cx: &'a MapContext) -> Result<Mapped
     if kind == Kind::Unknown {
         // Base Event has no user, endpoint or session attributes in OCSF 1.3.0: the session
         // details stay under `unmapped`.
-        return Ok(Mapped::one(
-            e,
-            Object::new(),
-            vec![("", "activity_name"), ("", "time")],
-        ));
+        r.untake_all();
+        r.mark("activity_name");
+        r.mark("time");
+        return Ok(Mapped::one(e, Object::new(), r.taken()));
     }
 
     let dst = |e: &mut OcsfEvent<'a>| {
@@ -214,5 +213,5 @@ pub fn map<'a>(src: &'a BorrowedObject<'a>, cx: &'a MapContext) -> Result<Mapped
         }
         Kind::Unknown => {}
     }
-    Ok(Mapped::one(e, Object::new(), r.used()))
+    Ok(Mapped::one(e, Object::new(), r.taken()))
 }
