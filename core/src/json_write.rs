@@ -115,7 +115,10 @@ impl JsonObjectWriter {
         }
     }
 
+    #[inline]
     fn key(&mut self, key: &str) {
+        // `,"key":` with one capacity check: an event has dozens of short keys.
+        self.text.reserve(key.len() + 4);
         if !self.empty {
             self.text.push(',');
         }
@@ -222,12 +225,18 @@ impl JsonObjectWriter {
 
 /// Appends `s` as a JSON string literal, escaped as serde_json does (`"`, `\\`, control
 /// characters), copying the runs between escapes in one piece.
+#[inline]
 pub fn push_json_string<O: JsonOut>(out: &mut O, s: &str) {
+    match next_to_escape(s.as_bytes(), 0) {
+        None => out.push_quoted(s),
+        Some(first) => push_escaped(out, s, first),
+    }
+}
+
+/// `s` as a JSON string, `first` being the position of its first byte to escape.
+#[cold]
+fn push_escaped<O: JsonOut>(out: &mut O, s: &str, first: usize) {
     let bytes = s.as_bytes();
-    let Some(first) = next_to_escape(bytes, 0) else {
-        out.push_quoted(s);
-        return;
-    };
     out.push_str("\"");
     let mut run_start = 0;
     let mut next = Some(first);
@@ -262,9 +271,11 @@ pub fn push_json_string<O: JsonOut>(out: &mut O, s: &str) {
     out.push_str("\"");
 }
 
-/// Position of the first byte at or after `from` that a JSON string must escape. Looks at
-/// eight bytes at a time (most text has long runs with nothing to escape).
-fn next_to_escape(bytes: &[u8], from: usize) -> Option<usize> {
+/// Position of the first byte at or after `from` that a JSON string must escape (`"`, `\\`,
+/// below 0x20). Looks at eight bytes at a time (most text has long runs with nothing to
+/// escape). The borrowed JSON view uses it to find the end of a string.
+#[inline]
+pub(crate) fn next_to_escape(bytes: &[u8], from: usize) -> Option<usize> {
     let rest = bytes.get(from..)?;
     let mut chunks = rest.chunks_exact(8);
     for (n, chunk) in chunks.by_ref().enumerate() {

@@ -597,12 +597,12 @@ impl<'a> OcsfEvent<'a> {
             Field::Json(Cow::Owned(Value::Null)) | Field::Json(Cow::Borrowed(Value::Null)) => {}
             Field::Json(Cow::Owned(Value::Object(members))) => {
                 for (k, v) in members {
-                    self.put(format!("{path}.{k}"), v);
+                    self.put([path.as_ref(), ".", k.as_str()].concat(), v);
                 }
             }
             Field::Json(Cow::Borrowed(Value::Object(members))) => {
                 for (k, v) in members {
-                    self.put(format!("{path}.{k}"), v);
+                    self.put([path.as_ref(), ".", k.as_str()].concat(), v);
                 }
             }
             Field::Json(Cow::Owned(mut v)) => {
@@ -620,7 +620,7 @@ impl<'a> OcsfEvent<'a> {
             Field::Source(BorrowedValue::Null) => {}
             Field::Source(BorrowedValue::Object(members)) => {
                 for (k, v) in members.iter() {
-                    self.put(format!("{path}.{}", k.as_str()), v);
+                    self.put([path.as_ref(), ".", k.as_str()].concat(), v);
                 }
             }
             Field::Source(v) if v.is_clean() => self.entries.push((path, Field::Text(v.raw()))),
@@ -657,8 +657,8 @@ impl<'a> OcsfEvent<'a> {
         insertion_sort(&mut order, |a, b| {
             a.0 < b.0 || (a.0 == b.0 && path_order(&entries[a.1].0, &entries[b.1].0).is_lt())
         });
-        // Segments of the objects currently open, outermost first.
-        let mut open: Vec<&str> = Vec::with_capacity(4);
+        // The dotted path of the objects currently open ("" at the top level).
+        let mut open = "";
         for (n, &(_, i)) in order.iter().enumerate() {
             let (path, field) = &entries[i];
             if let Some((next, _)) = order.get(n + 1).map(|&(_, j)| &entries[j]) {
@@ -668,32 +668,24 @@ impl<'a> OcsfEvent<'a> {
                     continue;
                 }
             }
-            // (memchr's search beats `str::rfind` on these short paths.)
-            let (parents, leaf) = match memchr::memrchr(b'.', path.as_bytes()) {
+            let (parents, leaf) = match path.bytes().rposition(|b| b == b'.') {
                 Some(dot) => (&path[..dot], &path[dot + 1..]),
                 None => ("", path.as_ref()),
             };
-            // Keep the open objects this path shares, close the others, open the rest.
-            let mut segments = parents
-                .split('.')
-                .filter(|s| !parents.is_empty() || !s.is_empty());
-            let mut common = 0;
-            let mut first_new = None;
-            for seg in segments.by_ref() {
-                if open.get(common) == Some(&seg) {
-                    common += 1;
-                } else {
-                    first_new = Some(seg);
-                    break;
+            // Most entries sit in the object the previous one did. Otherwise close the open
+            // objects this path does not share and open the rest.
+            if parents != open {
+                let shared = shared_segments(open, parents);
+                for _ in 0..segment_count(open) - segment_count(&open[..shared]) {
+                    w.end_object();
                 }
-            }
-            for _ in common..open.len() {
-                w.end_object();
-            }
-            open.truncate(common);
-            for seg in first_new.into_iter().chain(segments) {
-                w.begin_object(seg);
-                open.push(seg);
+                let rest = parents[shared..].trim_start_matches('.');
+                if !rest.is_empty() {
+                    for seg in rest.split('.') {
+                        w.begin_object(seg);
+                    }
+                }
+                open = parents;
             }
             match field {
                 Field::Str(s) => w.string(leaf, s),
@@ -704,9 +696,37 @@ impl<'a> OcsfEvent<'a> {
                 Field::Source(v) => w.raw(leaf, v.raw()),
             };
         }
-        for _ in 0..open.len() {
+        for _ in 0..segment_count(open) {
             w.end_object();
         }
+    }
+}
+
+/// The length of the longest prefix of whole segments `a` and `b` share (`a.b` and `a.bc`
+/// share `a`: 1).
+fn shared_segments(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut shared = 0;
+    let mut i = 0;
+    while i < a.len() && i < b.len() && a[i] == b[i] {
+        if a[i] == b'.' {
+            shared = i;
+        }
+        i += 1;
+    }
+    let ends_segment = |s: &[u8]| s.get(i).is_none_or(|c| *c == b'.');
+    if ends_segment(a) && ends_segment(b) {
+        shared = i;
+    }
+    shared
+}
+
+/// Segments of a dotted path (`""`: 0, `a.b`: 2).
+fn segment_count(path: &str) -> usize {
+    if path.is_empty() {
+        0
+    } else {
+        1 + path.bytes().filter(|b| *b == b'.').count()
     }
 }
 
@@ -1419,6 +1439,20 @@ mod tests {
                 assert_eq!(*type_name, format!("{}: {activity}", info.name));
             }
         }
+    }
+
+    #[test]
+    fn paths_share_whole_segments_only() {
+        assert_eq!(shared_segments("a.b", "a.c"), 1);
+        assert_eq!(shared_segments("a.b", "a.bc"), 1);
+        assert_eq!(shared_segments("a.b", "a.b.c"), 3);
+        assert_eq!(shared_segments("ab", "a"), 0);
+        assert_eq!(shared_segments("", "a"), 0);
+        assert_eq!(shared_segments("a.b", "a.b"), 3);
+        assert_eq!(
+            (segment_count(""), segment_count("a"), segment_count("a.b")),
+            (0, 1, 2)
+        );
     }
 
     #[test]

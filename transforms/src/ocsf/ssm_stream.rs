@@ -252,17 +252,27 @@ pub fn command_fields<'a>(
     n: usize,
     c: &Command<'_>,
 ) -> Object {
-    put(e, "process.uid", format!("{session_id}:{time_ms}:{n}"));
+    // (`concat` rather than `format!`: this runs for every command of every session.)
+    let (mut t, mut i) = (itoa::Buffer::new(), itoa::Buffer::new());
+    put(
+        e,
+        "process.uid",
+        [session_id, ":", t.format(time_ms), ":", i.format(n)].concat(),
+    );
     match c.cmd_line {
         Some(cmd) => {
             // Copied: a transcript's commands are cut from text cleaned of escape sequences.
             put(e, "process.cmd_line", cmd.to_string());
-            put(e, "message", format!("Command run in session {session_id}"));
+            put(
+                e,
+                "message",
+                ["Command run in session ", session_id].concat(),
+            );
         }
         None => put(
             e,
             "message",
-            format!("Terminal output of session {session_id}"),
+            ["Terminal output of session ", session_id].concat(),
         ),
     }
     let mut extra = Object::new();

@@ -113,7 +113,7 @@ pub fn map<'a>(src: &'a BorrowedObject<'a>, cx: &'a MapContext) -> Result<Mapped
     put(
         &mut e,
         "message",
-        format!("{name} in secure browser session {session_id}"),
+        [name, " in secure browser session ", session_id].concat(),
     );
     if kind == Kind::Unknown {
         // Base Event has no user, endpoint or session attributes in OCSF 1.3.0: the session
