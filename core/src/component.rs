@@ -9,6 +9,7 @@
 //! sinks run until their input channel closes, which happens once everything upstream has
 //! finished. That cascade is the drain on shutdown: nothing already read is abandoned.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -258,9 +259,14 @@ fn transform_share<T: FunctionTransform>(t: &mut T, share: Vec<(usize, Event)>) 
     }
 }
 
+/// Batches a [`ParallelCopies`] works on at once: while the oldest waits for its slowest
+/// share, the copies that are done go on with the next batches.
+const BATCHES_IN_FLIGHT: usize = 4;
+
 /// Runs `threads` copies of a [`ParallelTransform`] (one when `threads` <= 1): each batch is
 /// split between the copies by partition key, the shares are transformed at the same time,
-/// and the outputs are put back in input order.
+/// and the outputs are put back in input order. Several batches are in flight, so no copy
+/// waits for another to finish a batch.
 pub fn run_parallel_function_transform<T: ParallelTransform>(
     t: T,
     threads: usize,
@@ -277,13 +283,44 @@ pub fn run_parallel_function_transform<T: ParallelTransform>(
         metrics,
         ..
     } = cx;
-    let mut copies = ParallelCopies::new(t, threads);
     Box::pin(async move {
         let fail = |e: String| ComponentError(format!("transform {name}: {e}"));
-        while let Some(batch) = input.recv().await {
-            metrics.add_received_batch(&batch);
-            let result = copies.transform_batch(batch).await.map_err(fail)?;
-            result
+        let mut copies = ParallelCopies::new(t, threads);
+        let mut in_flight: VecDeque<PendingBatch> = VecDeque::with_capacity(BATCHES_IN_FLIGHT);
+        let mut input_open = true;
+        loop {
+            let full = !input_open || in_flight.len() >= BATCHES_IN_FLIGHT;
+            let done = match in_flight.front_mut() {
+                None if !input_open => break,
+                Some(oldest) if full => oldest.await,
+                oldest => {
+                    // Take more input while the oldest batch is being worked on.
+                    let next = tokio::select! {
+                        biased;
+                        done = async {
+                            match oldest {
+                                Some(batch) => batch.await,
+                                None => std::future::pending().await,
+                            }
+                        } => Ok(done),
+                        batch = input.recv() => Err(batch),
+                    };
+                    match next {
+                        Ok(done) => done,
+                        Err(Some(batch)) => {
+                            metrics.add_received_batch(&batch);
+                            in_flight.push_back(copies.submit(batch));
+                            continue;
+                        }
+                        Err(None) => {
+                            input_open = false;
+                            continue;
+                        }
+                    }
+                }
+            };
+            in_flight.pop_front();
+            done.map_err(fail)?
                 .send(&out, &dropped, &metrics)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
@@ -292,37 +329,62 @@ pub fn run_parallel_function_transform<T: ParallelTransform>(
     })
 }
 
-/// The copies of a [`ParallelTransform`] and the batch splitting.
+/// A batch given to [`ParallelCopies::submit`]: resolves to its outputs, in input order.
+pub type PendingBatch = BoxFuture<'static, Result<TransformOutput, String>>;
+
+const COPY_STOPPED: &str = "a transform copy stopped (its thread panicked or could not start)";
+
+/// A share of a batch for one copy, and where its output goes.
+struct ShareJob {
+    share: Vec<(usize, Event)>,
+    reply: tokio::sync::oneshot::Sender<ShareOutput>,
+}
+
+/// The copies of a [`ParallelTransform`], each on its own thread for as long as this lives
+/// (they stop when it is dropped), and the batch splitting.
 pub struct ParallelCopies<T> {
-    /// `None` only while a copy is out on a blocking thread.
-    copies: Vec<Option<T>>,
+    /// A copy that only answers `partition_key` (on the caller's thread).
+    keys: T,
+    /// Each copy's queue of shares.
+    copies: Vec<std::sync::mpsc::Sender<ShareJob>>,
     /// The copy the next record without a partition key goes to (round robin).
     next_free: usize,
 }
 
 impl<T: ParallelTransform> ParallelCopies<T> {
     pub fn new(t: T, threads: usize) -> Self {
-        let mut copies: Vec<Option<T>> = (1..threads.max(1)).map(|_| Some(t.fork())).collect();
-        copies.insert(0, Some(t));
+        let keys = t.fork();
+        let mut forks: Vec<T> = (1..threads.max(1)).map(|_| t.fork()).collect();
+        forks.insert(0, t);
+        let copies = forks
+            .into_iter()
+            .enumerate()
+            .map(|(n, mut copy)| {
+                let (tx, rx) = std::sync::mpsc::channel::<ShareJob>();
+                // A thread that cannot start leaves its queue closed: every batch then fails
+                // with COPY_STOPPED, which stops the pipeline with that reason.
+                let _ = std::thread::Builder::new()
+                    .name(format!("transform-copy-{n}"))
+                    .spawn(move || {
+                        for job in rx {
+                            // A caller that stopped waiting just drops the output.
+                            let _ = job.reply.send(transform_share(&mut copy, job.share));
+                        }
+                    });
+                tx
+            })
+            .collect();
         ParallelCopies {
+            keys,
             copies,
             next_free: 0,
         }
     }
 
-    fn partition_key(&self, event: &Event) -> Option<u64> {
-        self.copies
-            .iter()
-            .flatten()
-            .next()
-            .and_then(|t| t.partition_key(event))
-    }
-
-    /// Transforms one batch on all copies at once, each on a thread of the runtime's blocking
-    /// pool: the runtime's own threads stay free for the sources and sinks meanwhile. Outputs
-    /// and dead letters come back in the order of the inputs that made them. Err when a copy
-    /// panicked.
-    pub async fn transform_batch(&mut self, batch: EventBatch) -> Result<TransformOutput, String> {
+    /// Splits `batch` between the copies and starts them on it; the returned future resolves
+    /// to the outputs and dead letters in the order of the inputs that made them (Err when a
+    /// copy panicked). Batches submitted one after another are worked on at the same time.
+    pub fn submit(&mut self, batch: EventBatch) -> PendingBatch {
         let n = batch.len();
         let k = self.copies.len();
         let mut shares: Vec<Vec<(usize, Event)>> =
@@ -331,7 +393,7 @@ impl<T: ParallelTransform> ParallelCopies<T> {
         // keyed records still go to the copy that holds their key's state.
         let spread = n >= MIN_EVENTS_TO_SPLIT;
         for (i, event) in batch.into_iter().enumerate() {
-            let copy = match self.partition_key(&event) {
+            let copy = match self.keys.partition_key(&event) {
                 Some(key) => (key % k as u64) as usize,
                 None if spread => {
                     self.next_free = (self.next_free + 1) % k;
@@ -341,33 +403,28 @@ impl<T: ParallelTransform> ParallelCopies<T> {
             };
             shares[copy].push((i, event));
         }
-        let mut running = Vec::with_capacity(k);
-        for (slot, share) in shares.into_iter().enumerate() {
+        let mut replies = Vec::with_capacity(k);
+        for (copy, share) in self.copies.iter().zip(shares) {
             if share.is_empty() {
                 continue;
             }
-            let Some(mut copy) = self.copies[slot].take() else {
-                return Err("a transform copy was lost by an earlier failure".into());
-            };
-            running.push((
-                slot,
-                tokio::task::spawn_blocking(move || {
-                    let out = transform_share(&mut copy, share);
-                    (copy, out)
-                }),
-            ));
+            let (reply, output) = tokio::sync::oneshot::channel();
+            // A copy whose thread is gone (it panicked) drops the job: its reply fails.
+            let _ = copy.send(ShareJob { share, reply });
+            replies.push(output);
         }
-        let mut results = Vec::with_capacity(running.len());
-        for (slot, handle) in running {
-            match handle.await {
-                Ok((copy, out)) => {
-                    self.copies[slot] = Some(copy);
-                    results.push(Ok(out));
-                }
-                Err(_) => results.push(Err("a transform thread panicked".to_string())),
+        Box::pin(async move {
+            let mut results = Vec::with_capacity(replies.len());
+            for output in replies {
+                results.push(output.await.map_err(|_| COPY_STOPPED.to_string()));
             }
-        }
-        merge_shares(results, n)
+            merge_shares(results, n)
+        })
+    }
+
+    /// Transforms one batch on all copies at once (see [`submit`](Self::submit)).
+    pub async fn transform_batch(&mut self, batch: EventBatch) -> Result<TransformOutput, String> {
+        self.submit(batch).await
     }
 }
 
@@ -483,7 +540,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn split_batches_come_back_in_input_order_with_each_key_on_one_copy_in_order() {
+    async fn batches_in_flight_come_back_in_input_order_with_each_key_on_one_copy_in_order() {
         let mut copies = ParallelCopies::new(
             CountPerKey {
                 seen: HashMap::new(),
@@ -495,11 +552,13 @@ mod tests {
         let mut expected_n = (1..1000u64).filter(|n| !n.is_multiple_of(7) && !n.is_multiple_of(11));
         let mut dead = Vec::new();
         let mut discarded = 0;
-        for chunk in [1..300u64, 300..310, 310..1000] {
-            let r = copies
-                .transform_batch(batch(chunk))
-                .await
-                .expect("no panic");
+        // All three batches are in flight before the first is awaited.
+        let pending: Vec<PendingBatch> = [1..300u64, 300..310, 310..1000]
+            .into_iter()
+            .map(|chunk| copies.submit(batch(chunk)))
+            .collect();
+        for batch_output in pending {
+            let r = batch_output.await.expect("no panic");
             discarded += r.discarded;
             dead.extend(
                 r.dropped
