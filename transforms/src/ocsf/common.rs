@@ -91,6 +91,17 @@ pub struct ClassInfo {
 }
 
 impl Class {
+    pub const ALL: [Class; 8] = [
+        Class::BaseEvent,
+        Class::ProcessActivity,
+        Class::Authentication,
+        Class::NetworkActivity,
+        Class::WebResourcesActivity,
+        Class::ApiActivity,
+        Class::WebResourceAccessActivity,
+        Class::FileHostingActivity,
+    ];
+
     pub fn info(self) -> &'static ClassInfo {
         match self {
             Class::BaseEvent => &BASE_EVENT,
@@ -352,17 +363,7 @@ struct EventHeaders {
 
 impl EventHeaders {
     fn new() -> Self {
-        let classes = [
-            Class::BaseEvent,
-            Class::ProcessActivity,
-            Class::Authentication,
-            Class::NetworkActivity,
-            Class::WebResourcesActivity,
-            Class::ApiActivity,
-            Class::WebResourceAccessActivity,
-            Class::FileHostingActivity,
-        ];
-        let mut by_type: Vec<(i64, String)> = classes
+        let mut by_type: Vec<(i64, String)> = Class::ALL
             .iter()
             .flat_map(|c| {
                 let info = c.info();
@@ -573,10 +574,6 @@ pub struct OcsfEvent<'a> {
 }
 
 impl<'a> OcsfEvent<'a> {
-    pub fn with_capacity(n: usize) -> Self {
-        OcsfEvent::with_header(Cow::Borrowed(""), n)
-    }
-
     /// An event whose first members are `header` (JSON member text, `"a":1,"b":"x"`) that no
     /// later `put` writes into.
     pub fn with_header(header: Cow<'a, str>, n: usize) -> Self {
@@ -1424,17 +1421,7 @@ mod tests {
 
     #[test]
     fn each_written_out_type_name_is_its_class_and_activity() {
-        let classes = [
-            Class::BaseEvent,
-            Class::ProcessActivity,
-            Class::Authentication,
-            Class::NetworkActivity,
-            Class::WebResourcesActivity,
-            Class::ApiActivity,
-            Class::WebResourceAccessActivity,
-            Class::FileHostingActivity,
-        ];
-        for info in classes.map(Class::info) {
+        for info in Class::ALL.map(Class::info) {
             for (_, activity, type_name) in info.activities {
                 assert_eq!(*type_name, format!("{}: {activity}", info.name));
             }
