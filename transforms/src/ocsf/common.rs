@@ -1048,8 +1048,30 @@ pub fn epoch_ms(v: &BorrowedValue<'_>) -> Option<i64> {
 // ---------------------------------------------------------------------------------------------
 // Helpers for common objects.
 
-/// OCSF `os.type_id` from a free-text OS name (values from the OCSF `os` object).
-pub fn os_object(name: &str, version: Option<&str>) -> Value {
+/// Where an `os` object's members go (`src_endpoint.os`, `dst_endpoint.os`).
+#[derive(Debug, Clone, Copy)]
+pub struct OsPaths {
+    pub name: &'static str,
+    pub type_id: &'static str,
+    pub type_name: &'static str,
+    pub version: &'static str,
+}
+
+pub const SRC_ENDPOINT_OS: OsPaths = OsPaths {
+    name: "src_endpoint.os.name",
+    type_id: "src_endpoint.os.type_id",
+    type_name: "src_endpoint.os.type",
+    version: "src_endpoint.os.version",
+};
+pub const DST_ENDPOINT_OS: OsPaths = OsPaths {
+    name: "dst_endpoint.os.name",
+    type_id: "dst_endpoint.os.type_id",
+    type_name: "dst_endpoint.os.type",
+    version: "dst_endpoint.os.version",
+};
+
+/// An OCSF `os` object from a free-text OS name (`type_id` values from the OCSF `os` object).
+pub fn put_os<'a>(e: &mut OcsfEvent<'a>, os: OsPaths, name: &'a str, version: Option<&'a str>) {
     let lower = name.to_ascii_lowercase();
     let (type_id, caption) = if lower.contains("windows") || lower == "win" {
         (100, "Windows")
@@ -1066,24 +1088,40 @@ pub fn os_object(name: &str, version: Option<&str>) -> Value {
     } else {
         (99, "Other")
     };
-    let mut os = Object::new();
-    os.insert("name".into(), name.into());
-    os.insert("type_id".into(), type_id.into());
-    os.insert("type".into(), caption.into());
+    e.put(os.name, name);
+    e.put(os.type_id, type_id);
+    e.put(os.type_name, caption);
     if let Some(v) = version {
-        os.insert("version".into(), v.into());
+        e.put(os.version, v);
     }
-    Value::Object(os)
 }
 
-/// A user object from a name that may be an e-mail address.
-pub fn user_named(name: &str) -> Object {
-    let mut u = Object::new();
-    u.insert("name".into(), name.into());
+/// Where a user object's members go (`user`, `actor.user`): whole static paths, so setting
+/// them builds no object and no path.
+#[derive(Debug, Clone, Copy)]
+pub struct UserPaths {
+    pub name: &'static str,
+    pub email_addr: &'static str,
+    pub uid: &'static str,
+}
+
+pub const USER: UserPaths = UserPaths {
+    name: "user.name",
+    email_addr: "user.email_addr",
+    uid: "user.uid",
+};
+pub const ACTOR_USER: UserPaths = UserPaths {
+    name: "actor.user.name",
+    email_addr: "actor.user.email_addr",
+    uid: "actor.user.uid",
+};
+
+/// A user's name, also as the e-mail address when it looks like one.
+pub fn put_user_name<'a>(e: &mut OcsfEvent<'a>, user: UserPaths, name: &'a str) {
+    e.put(user.name, name);
     if looks_like_email(name) {
-        u.insert("email_addr".into(), name.into());
+        e.put(user.email_addr, name);
     }
-    u
 }
 
 pub fn looks_like_email(s: &str) -> bool {

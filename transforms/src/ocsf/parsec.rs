@@ -12,11 +12,12 @@
 //! with the event name as `api.operation` and the activity its verb implies.
 
 use sessiontrail_core::json_borrowed::{BorrowedObject, BorrowedValue};
-use sessiontrail_core::{Object, Value};
+use sessiontrail_core::Object;
 
 use super::common::{
-    add_profile, is_ip, os_object, put, put_opt, set_status, user_named, Activity, Class,
-    MapContext, MapError, OcsfEvent, Reader, DST_ENDPOINT_HOST, STATUS_FAILURE, STATUS_SUCCESS,
+    add_profile, is_ip, put, put_opt, put_os, put_user_name, set_status, Activity, Class,
+    MapContext, MapError, OcsfEvent, Reader, ACTOR_USER, DST_ENDPOINT_HOST, DST_ENDPOINT_OS,
+    SRC_ENDPOINT_OS, STATUS_FAILURE, STATUS_SUCCESS,
 };
 use super::{InputSystem, Mapped};
 
@@ -91,7 +92,7 @@ fn connection<'a>(
     attempt: &'a str,
     time_ms: i64,
     user_id: Option<&str>,
-    email: Option<&str>,
+    email: Option<&'a str>,
 ) -> Result<OcsfEvent<'a>, MapError> {
     let exit_code = r.i64("data.exit_code");
     let failed = exit_code.is_some_and(|c| c != 0);
@@ -129,28 +130,23 @@ fn connection<'a>(
     let host_name = r.str("data.host_computer_name");
     let host_peer = r.str("data.host_peer_id");
     let client_peer = r.str("data.client_peer_id");
-    let reporter_os = os.map(|o| os_object(o, os_version));
 
     // The client user is the actor; the event's e-mail is the reporter's.
-    let mut user = Object::new();
     if client_side {
         if let Some(m) = email {
-            user = user_named(m);
+            put_user_name(&mut e, ACTOR_USER, m);
         }
         if let Some(u) = user_id {
-            user.insert("uid".into(), u.into());
+            put(&mut e, ACTOR_USER.uid, u.to_string());
         }
     } else if let Some(c) = r
         .peek("data.client_user_id")
         .and_then(BorrowedValue::as_i64)
     {
-        user.insert("uid".into(), c.to_string().into());
+        put(&mut e, ACTOR_USER.uid, c.to_string());
     }
     if r.peek("data.client_user_id").is_some() {
         r.mark("data.client_user_id");
-    }
-    if !user.is_empty() {
-        put(&mut e, "actor.user", Value::Object(user));
     }
 
     // Client -> host. OCSF 1.3.0 requires `dst_endpoint`: the host computer, else its peer id,
@@ -162,13 +158,13 @@ fn connection<'a>(
     put(&mut e, "dst_endpoint.uid", host_peer.unwrap_or(attempt));
     if client_side {
         put_opt(&mut e, "src_endpoint.ip", ip);
-        if let Some(o) = reporter_os {
-            put(&mut e, "src_endpoint.os", o);
+        if let Some(o) = os {
+            put_os(&mut e, SRC_ENDPOINT_OS, o, os_version);
         }
     } else {
         put_opt(&mut e, "dst_endpoint.ip", ip);
-        if let Some(o) = reporter_os {
-            put(&mut e, "dst_endpoint.os", o);
+        if let Some(o) = os {
+            put_os(&mut e, DST_ENDPOINT_OS, o, os_version);
         }
     }
     let message = match (name, failed) {
@@ -187,7 +183,7 @@ fn admin<'a>(
     name: &'a str,
     time_ms: i64,
     user_id: Option<&str>,
-    email: Option<&str>,
+    email: Option<&'a str>,
 ) -> OcsfEvent<'a> {
     let verb = name.rsplit('_').next().unwrap_or(name);
     let activity = match verb {
@@ -199,17 +195,14 @@ fn admin<'a>(
     let mut e = cx.event(SYSTEM, Class::ApiActivity, activity, time_ms);
     put(&mut e, "api.operation", name);
     put(&mut e, "api.service.name", "Parsec Teams API");
-    let mut user = match email {
-        Some(m) => user_named(m),
-        None => Object::new(),
-    };
-    if let Some(u) = user_id {
-        user.insert("uid".into(), u.into());
+    if let Some(m) = email {
+        put_user_name(&mut e, ACTOR_USER, m);
     }
-    if user.is_empty() {
-        user.insert("name".into(), "unknown".into());
+    match user_id {
+        Some(u) => put(&mut e, ACTOR_USER.uid, u.to_string()),
+        None if email.is_none() => put(&mut e, ACTOR_USER.name, "unknown"),
+        None => {}
     }
-    put(&mut e, "actor.user", Value::Object(user));
     // API Activity requires `src_endpoint`; the audit log names the caller's address only
     // for connection events.
     match r.str("data.ip").filter(|ip| is_ip(ip)) {

@@ -12,8 +12,8 @@ use sessiontrail_core::json_borrowed::{BorrowedObject, BorrowedValue};
 use sessiontrail_core::{Object, Value};
 
 use super::common::{
-    is_ip, put, put_opt, set_status, user_named, Activity, Class, MapContext, MapError, Reader,
-    STATUS_FAILURE, STATUS_SUCCESS,
+    is_ip, put, put_opt, put_user_name, set_status, Activity, Class, MapContext, MapError, Reader,
+    ACTOR_USER, STATUS_FAILURE, STATUS_SUCCESS,
 };
 use super::{InputSystem, Mapped};
 
@@ -58,31 +58,29 @@ pub fn map<'a>(src: &'a BorrowedObject<'a>, cx: &'a MapContext) -> Result<Mapped
     let user_name = r
         .str("userIdentity.userName")
         .or_else(|| arn.and_then(principal_name));
-    let mut user = match user_name {
-        Some(n) => user_named(n),
-        None => Object::new(),
-    };
-    if let Some(a) = arn {
-        user.insert("uid".into(), a.into());
-    }
-    if let Some(p) = r.str("userIdentity.principalId") {
-        user.insert("uid_alt".into(), p.into());
-    }
-    if let Some(t) = r.str("userIdentity.type") {
-        user.insert("type".into(), t.into());
-    }
-    if let Some(k) = r.str("userIdentity.accessKeyId") {
-        user.insert("credential_uid".into(), k.into());
-    }
+    let principal = r.str("userIdentity.principalId");
+    let user_type = r.str("userIdentity.type");
+    let key_id = r.str("userIdentity.accessKeyId");
     let account = r.str("userIdentity.accountId");
-    if user.is_empty() && account.is_none() {
+    let no_user = user_name.is_none()
+        && arn.is_none()
+        && principal.is_none()
+        && user_type.is_none()
+        && key_id.is_none();
+    if no_user && account.is_none() {
         return Err(MapError::missing(if !enveloped {
             "userIdentity.arn"
         } else {
             "detail.userIdentity.arn"
         }));
     }
-    put(&mut e, "actor.user", Value::Object(user));
+    if let Some(n) = user_name {
+        put_user_name(&mut e, ACTOR_USER, n);
+    }
+    put_opt(&mut e, ACTOR_USER.uid, arn);
+    put_opt(&mut e, "actor.user.uid_alt", principal);
+    put_opt(&mut e, "actor.user.type", user_type);
+    put_opt(&mut e, "actor.user.credential_uid", key_id);
     if let Some(acct) = account {
         put(&mut e, "actor.user.account.uid", acct);
         put(&mut e, "actor.user.account.type_id", 10);

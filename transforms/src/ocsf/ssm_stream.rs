@@ -18,7 +18,8 @@ use sessiontrail_core::json_borrowed::{BorrowedObject, BorrowedValue};
 use sessiontrail_core::{Object, Value};
 
 use super::common::{
-    put, put_opt, user_named, Activity, Class, Field, MapContext, MapError, OcsfEvent, Reader,
+    put, put_opt, put_user_name, Activity, Class, Field, MapContext, MapError, OcsfEvent, Reader,
+    ACTOR_USER,
 };
 use super::{InputSystem, Mapped};
 
@@ -296,12 +297,10 @@ pub fn common_process_fields<'a>(
     put(e, "actor.session.uid", session_id);
     put(e, "process.session.uid", session_id);
     if let Some(arn) = owner_arn {
-        let mut user = match super::ssm_cloudtrail::principal_name(arn) {
-            Some(n) => user_named(n),
-            None => Object::new(),
-        };
-        user.insert("uid".into(), arn.into());
-        put(e, "actor.user", Value::Object(user));
+        if let Some(n) = super::ssm_cloudtrail::principal_name(arn) {
+            put_user_name(e, ACTOR_USER, n);
+        }
+        put(e, ACTOR_USER.uid, arn);
     }
     put_opt(e, "process.user.name", run_as);
     put(e, "device.type_id", 0);

@@ -12,8 +12,9 @@ use sessiontrail_core::json_borrowed::{BorrowedObject, BorrowedValue};
 use sessiontrail_core::{Object, Value};
 
 use super::common::{
-    os_object, put, put_opt, set_status, Activity, Class, MapContext, MapError, OcsfEvent, Reader,
-    DEVICE_HOST, DST_ENDPOINT_HOST, SRC_ENDPOINT_HOST, STATUS_FAILURE, STATUS_SUCCESS,
+    put, put_opt, put_os, set_status, Activity, Class, MapContext, MapError, OcsfEvent, Reader,
+    DEVICE_HOST, DST_ENDPOINT_HOST, SRC_ENDPOINT_HOST, SRC_ENDPOINT_OS, STATUS_FAILURE,
+    STATUS_SUCCESS,
 };
 use super::{InputSystem, Mapped};
 
@@ -180,7 +181,7 @@ fn notify<'a>(mut r: Reader<'a>, cx: &'a MapContext) -> Result<Mapped<'a>, MapEr
     }
     if let Some(os) = r.str("client_env.os") {
         let version = r.str("client_env.os_version");
-        put(&mut e, "src_endpoint.os", os_object(os, version));
+        put_os(&mut e, SRC_ENDPOINT_OS, os, version);
     }
     let message = match (trigger, failed) {
         (_, true) => "Logon failed",

@@ -24,8 +24,8 @@ use sessiontrail_core::json_borrowed::BorrowedObject;
 use sessiontrail_core::{Object, Value};
 
 use super::common::{
-    add_profile, epoch_ms, put, put_opt, set_status, user_named, Activity, Class, MapContext,
-    MapError, OcsfEvent, Reader, STATUS_FAILURE, STATUS_SUCCESS,
+    add_profile, epoch_ms, put, put_opt, put_user_name, set_status, Activity, Class, MapContext,
+    MapError, OcsfEvent, Reader, ACTOR_USER, STATUS_FAILURE, STATUS_SUCCESS, USER,
 };
 use super::{InputSystem, Mapped};
 
@@ -130,7 +130,7 @@ pub fn map<'a>(src: &'a BorrowedObject<'a>, cx: &'a MapContext) -> Result<Mapped
     };
     match kind {
         Kind::Session(a) => {
-            put(&mut e, "user", Value::Object(user_named(username)));
+            put_user_name(&mut e, USER, username);
             put(&mut e, "session.uid", session_id);
             if a == Activity::Id(1) {
                 put(&mut e, "session.created_time", time_ms);
@@ -145,7 +145,7 @@ pub fn map<'a>(src: &'a BorrowedObject<'a>, cx: &'a MapContext) -> Result<Mapped
         Kind::Web(_) | Kind::Blocked => {
             // `actor` on these classes comes with the `host` profile.
             add_profile(&mut e, "host");
-            put(&mut e, "actor.user", Value::Object(user_named(username)));
+            put_user_name(&mut e, ACTOR_USER, username);
             put(&mut e, "actor.session.uid", session_id);
             put_opt(&mut e, "src_endpoint.ip", client_ip);
             let resource = match (url_string, url_host) {
@@ -181,7 +181,7 @@ pub fn map<'a>(src: &'a BorrowedObject<'a>, cx: &'a MapContext) -> Result<Mapped
             }
         }
         Kind::File(_) => {
-            put(&mut e, "actor.user", Value::Object(user_named(username)));
+            put_user_name(&mut e, ACTOR_USER, username);
             put(&mut e, "actor.session.uid", session_id);
             // File Hosting Activity requires `src_endpoint`: the user's client, else the portal.
             match client_ip {
