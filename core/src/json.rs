@@ -4,9 +4,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Visitor};
 
 use crate::event::{JsonObjectText, Object, Value};
+use crate::json_validate;
 
 /// Largest record accepted by default: 1 MiB, newline excluded (corpus input rule 2).
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
@@ -121,23 +122,15 @@ pub fn decode_record(line: &[u8], max_bytes: usize) -> Result<Decoded, DecodeErr
     if line.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(Decoded::Blank);
     }
+    // One UTF-8 pass over the whole line: the validator then needs none per string.
+    let text = std::str::from_utf8(line).map_err(|bad| DecodeError {
+        reason: "invalid_utf8",
+        message: format!("invalid UTF-8 at byte {}", bad.valid_up_to()),
+    })?;
     // Validation builds no values: a record that is only passed through is never parsed into
-    // fields (see `Event`). No UTF-8 pass before it either: serde_json checks every string it
-    // reads (keys and values), and outside strings only ASCII is valid JSON, so success implies
-    // valid UTF-8. The check runs only on failure, to give the precise reason.
-    let invalid_utf8 = |line: &[u8]| {
-        std::str::from_utf8(line).err().map(|bad| DecodeError {
-            reason: "invalid_utf8",
-            message: format!("invalid UTF-8 at byte {}", bad.valid_up_to()),
-        })
-    };
-    if let Err(e) = validate_strict(line) {
-        return Err(invalid_utf8(line).unwrap_or(e));
-    }
-    let text = match std::str::from_utf8(line.trim_ascii()) {
-        Ok(text) => text,
-        Err(_) => return Err(invalid_utf8(line).unwrap_or_else(unreachable_utf8)),
-    };
+    // fields (see `Event`).
+    json_validate::validate_str(text)?;
+    let text = text.trim_ascii();
     if !text.starts_with('{') {
         // Valid JSON but not an object: parse it (rare; already checked) to name what it is.
         let kind = serde_json::from_str::<Value>(text).map_or("a value", |v| kind_of(&v));
@@ -149,40 +142,11 @@ pub fn decode_record(line: &[u8], max_bytes: usize) -> Result<Decoded, DecodeErr
     Ok(Decoded::Record(JsonObjectText(text.into())))
 }
 
-fn unreachable_utf8() -> DecodeError {
-    DecodeError {
-        reason: "invalid_utf8",
-        message: "invalid UTF-8".into(),
-    }
-}
-
 /// Checks one JSON document against the syntax, depth and duplicate-key rules without
-/// building it. Keys are compared as borrowed slices of the input where they have no escapes.
+/// building it (see the `json_validate` module). Invalid UTF-8 is `invalid_json` here;
+/// [`decode_record`] checks UTF-8 first and names it `invalid_utf8`.
 pub fn validate_strict(bytes: &[u8]) -> Result<(), DecodeError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let mut keys = Vec::new();
-    Validate {
-        depth: 0,
-        keys: &mut keys,
-    }
-    .deserialize(&mut de)
-    .and_then(|()| de.end())
-    .map_err(classify)
-}
-
-fn classify(e: serde_json::Error) -> DecodeError {
-    let msg = e.to_string();
-    let reason = if msg.starts_with(DUPLICATE) {
-        "duplicate_key"
-    } else if msg.starts_with(TOO_DEEP) || msg.starts_with("recursion limit exceeded") {
-        "nesting_too_deep"
-    } else {
-        "invalid_json"
-    };
-    DecodeError {
-        reason,
-        message: msg,
-    }
+    json_validate::validate(bytes)
 }
 
 pub fn kind_of(v: &Value) -> &'static str {
@@ -194,84 +158,6 @@ pub fn kind_of(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
-}
-
-const DUPLICATE: &str = "duplicate key";
-const TOO_DEEP: &str = "nesting deeper than";
-
-/// Visits a document like [`StrictSeed`] but keeps nothing except the keys of the objects
-/// being visited (a stack shared by all levels), to find duplicates.
-struct Validate<'k, 'de> {
-    depth: usize,
-    keys: &'k mut Vec<Cow<'de, str>>,
-}
-
-impl<'de> DeserializeSeed<'de> for Validate<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Validate<'_, 'de> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let depth = level_below(self.depth)?;
-        while seq
-            .next_element_seed(Validate {
-                depth,
-                keys: &mut *self.keys,
-            })?
-            .is_some()
-        {}
-        Ok(())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let depth = level_below(self.depth)?;
-        let start = self.keys.len();
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            if self.keys[start..].contains(&key) {
-                return Err(de::Error::custom(format!("{DUPLICATE} \"{key}\"")));
-            }
-            self.keys.push(key);
-            map.next_value_seed(Validate {
-                depth,
-                keys: &mut *self.keys,
-            })?;
-        }
-        self.keys.truncate(start);
-        Ok(())
-    }
-}
-
-/// The nesting level of an array's or object's elements, or the depth error past 64.
-fn level_below<E: de::Error>(depth: usize) -> Result<usize, E> {
-    if depth >= MAX_NESTING_DEPTH {
-        return Err(E::custom(format!("{TOO_DEEP} {MAX_NESTING_DEPTH} levels")));
-    }
-    Ok(depth + 1)
 }
 
 /// A key, borrowed from the input unless it had escapes.

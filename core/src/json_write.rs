@@ -273,7 +273,7 @@ fn push_escaped<O: JsonOut>(out: &mut O, s: &str, first: usize) {
 
 /// Position of the first byte at or after `from` that a JSON string must escape (`"`, `\\`,
 /// below 0x20). Looks at eight bytes at a time (most text has long runs with nothing to
-/// escape). The borrowed JSON view uses it to find the end of a string.
+/// escape). The borrowed JSON view and the record validator use it to find the end of a string.
 #[inline]
 pub(crate) fn next_to_escape(bytes: &[u8], from: usize) -> Option<usize> {
     let rest = bytes.get(from..)?;

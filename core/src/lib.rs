@@ -14,6 +14,7 @@ pub mod json;
 pub mod json_borrowed;
 pub mod json_edit;
 pub mod json_paths;
+mod json_validate;
 pub mod json_write;
 pub mod metrics;
 pub mod output;
