@@ -83,6 +83,71 @@ pub fn write_object<O: JsonOut>(out: &mut O, fields: &Object) {
     out.push_str("}");
 }
 
+/// An object key as [`JsonObjectWriter`] writes it: any text (escaped as needed), or a key
+/// written into the program that needs no escaping ([`Key::plain`]), copied without looking
+/// at its bytes. Most keys of an OCSF event are attribute names of the second kind, and
+/// looking for bytes to escape in them was a tenth of writing the event.
+#[derive(Debug, Clone, Copy)]
+pub struct Key<'k> {
+    text: &'k str,
+    form: KeyForm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyForm {
+    /// Any text: escaped as needed.
+    Text,
+    /// Text with nothing to escape.
+    Plain,
+    /// A JSON string literal, quotes included.
+    Quoted,
+}
+
+impl Key<'static> {
+    /// A key in the program's own text, such as an OCSF attribute name: no `"`, `\\` or
+    /// control character (checked in debug builds).
+    pub fn plain(text: &'static str) -> Self {
+        debug_assert!(next_to_escape(text.as_bytes(), 0).is_none(), "{text:?}");
+        Key {
+            text,
+            form: KeyForm::Plain,
+        }
+    }
+}
+
+impl<'k> Key<'k> {
+    /// A key as it was written in a validated JSON text, quotes and escapes included (a
+    /// source record's member name passed on): copied as it is.
+    pub fn quoted(literal: &'k str) -> Self {
+        debug_assert!(literal.len() >= 2 && literal.starts_with('"') && literal.ends_with('"'));
+        Key {
+            text: literal,
+            form: KeyForm::Quoted,
+        }
+    }
+}
+
+impl<'k> From<&'k str> for Key<'k> {
+    fn from(text: &'k str) -> Self {
+        Key {
+            text,
+            form: KeyForm::Text,
+        }
+    }
+}
+
+impl<'k> From<&'k String> for Key<'k> {
+    fn from(text: &'k String) -> Self {
+        Key::from(text.as_str())
+    }
+}
+
+impl<'k> From<&'k std::borrow::Cow<'_, str>> for Key<'k> {
+    fn from(text: &'k std::borrow::Cow<'_, str>) -> Self {
+        Key::from(text.as_ref())
+    }
+}
+
 /// Writes a JSON object field by field straight into its text, for components that build
 /// their records (`decoding: lines`, the `ocsf` transform): no `Object` is built just to be
 /// serialized again, and the text is valid by construction (objects left open are closed by
@@ -116,43 +181,57 @@ impl JsonObjectWriter {
     }
 
     #[inline]
-    fn key(&mut self, key: &str) {
+    fn key<'k>(&mut self, key: impl Into<Key<'k>>) {
+        let key = key.into();
         // `,"key":` with one capacity check: an event has dozens of short keys.
-        self.text.reserve(key.len() + 4);
+        self.text.reserve(key.text.len() + 4);
         if !self.empty {
             self.text.push(',');
         }
         self.empty = false;
-        push_json_string(&mut self.text, key);
-        self.text.push(':');
+        match key.form {
+            KeyForm::Quoted => {
+                self.text.push_str(key.text);
+                self.text.push(':');
+            }
+            KeyForm::Text if next_to_escape(key.text.as_bytes(), 0).is_some() => {
+                push_json_string(&mut self.text, key.text);
+                self.text.push(':');
+            }
+            KeyForm::Plain | KeyForm::Text => {
+                self.text.push('"');
+                self.text.push_str(key.text);
+                self.text.push_str("\":");
+            }
+        }
     }
 
-    pub fn string(&mut self, key: &str, value: &str) -> &mut Self {
+    pub fn string<'k>(&mut self, key: impl Into<Key<'k>>, value: &str) -> &mut Self {
         self.key(key);
         push_json_string(&mut self.text, value);
         self
     }
 
-    pub fn unsigned(&mut self, key: &str, value: u64) -> &mut Self {
+    pub fn unsigned<'k>(&mut self, key: impl Into<Key<'k>>, value: u64) -> &mut Self {
         self.key(key);
         self.text.push_str(itoa::Buffer::new().format(value));
         self
     }
 
-    pub fn integer(&mut self, key: &str, value: i64) -> &mut Self {
+    pub fn integer<'k>(&mut self, key: impl Into<Key<'k>>, value: i64) -> &mut Self {
         self.key(key);
         self.text.push_str(itoa::Buffer::new().format(value));
         self
     }
 
-    pub fn boolean(&mut self, key: &str, value: bool) -> &mut Self {
+    pub fn boolean<'k>(&mut self, key: impl Into<Key<'k>>, value: bool) -> &mut Self {
         self.key(key);
         self.text.push_str(if value { "true" } else { "false" });
         self
     }
 
     /// Any JSON value (serialized as [`write_value`] does).
-    pub fn value(&mut self, key: &str, value: &Value) -> &mut Self {
+    pub fn value<'k>(&mut self, key: impl Into<Key<'k>>, value: &Value) -> &mut Self {
         self.key(key);
         write_value(&mut self.text, value);
         self
@@ -160,7 +239,7 @@ impl JsonObjectWriter {
 
     /// A value already written as JSON text: a member's value copied from a validated object
     /// text. The caller guarantees it is one valid JSON value.
-    pub fn raw(&mut self, key: &str, json: &str) -> &mut Self {
+    pub fn raw<'k>(&mut self, key: impl Into<Key<'k>>, json: &str) -> &mut Self {
         self.key(key);
         self.text.push_str(json);
         self
@@ -179,7 +258,7 @@ impl JsonObjectWriter {
 
     /// Opens a nested object under `key`; members written next go into it until
     /// [`end_object`](Self::end_object).
-    pub fn begin_object(&mut self, key: &str) -> &mut Self {
+    pub fn begin_object<'k>(&mut self, key: impl Into<Key<'k>>) -> &mut Self {
         self.key(key);
         self.text.push('{');
         self.empty = true;
@@ -286,13 +365,26 @@ pub(crate) fn next_to_escape(bytes: &[u8], from: usize) -> Option<usize> {
             return Some(from + n * 8 + (hits.trailing_zeros() / 8) as usize);
         }
     }
-    // The last 1-7 bytes as one word too, padded with a byte that needs no escape.
     let tail = chunks.remainder();
-    let tail_start = from + rest.len() - tail.len();
+    if tail.is_empty() {
+        return None;
+    }
+    // The last 1-7 bytes: as the last eight bytes when there are eight, overlapping bytes
+    // already found clean (a flag below the first hit is never wrong, so the lowest flag is
+    // still the first hit); else padded with a byte that needs no escape.
     let mut word = [b'a'; 8];
-    word[..tail.len()].copy_from_slice(tail);
+    let word_start = match rest.len().checked_sub(8) {
+        Some(start) => {
+            word.copy_from_slice(&rest[start..]);
+            start
+        }
+        None => {
+            word[..tail.len()].copy_from_slice(tail);
+            0
+        }
+    };
     let hits = escape_mask(u64::from_le_bytes(word));
-    (hits != 0).then(|| tail_start + (hits.trailing_zeros() / 8) as usize)
+    (hits != 0).then(|| from + word_start + (hits.trailing_zeros() / 8) as usize)
 }
 
 /// High bit set in each byte of `x` that is `"`, `\\` or below 0x20. Bytes above the first
@@ -339,14 +431,35 @@ mod tests {
     }
 
     #[test]
+    fn each_key_form_writes_the_same_member_name() {
+        let mut w = JsonObjectWriter::with_capacity(8);
+        w.integer(Key::plain("plain"), 1)
+            .integer("needs \"escaping\"\n", 2)
+            .integer(Key::quoted(r#""as \u0077ritten""#), 3);
+        w.begin_object(Key::plain("inner"))
+            .integer(Key::quoted(r#""q\"""#), 4);
+        let text = w.finish();
+        assert!(validate_strict(text.as_str().as_bytes()).is_ok());
+        let got = text.into_object();
+        assert_eq!(got["plain"], 1);
+        assert_eq!(got["needs \"escaping\"\n"], 2);
+        assert_eq!(got["as written"], 3);
+        assert_eq!(got["inner"]["q\""], 4);
+    }
+
+    #[test]
     fn escaping_matches_serde_json_for_every_byte_at_every_position() {
         // Each special byte alone, at each offset within and across the 8-byte words.
         for c in (0u8..0x80).map(char::from).chain(['é', '\u{2028}', '🦀']) {
-            for pad in 0..17 {
-                let s = format!("{}{c}{}", "x".repeat(pad), "y".repeat(17 - pad));
-                let mut got = String::new();
-                push_json_string(&mut got, &s);
-                assert_eq!(got, serde_json::to_string(&s).unwrap(), "{s:?}");
+            // Every length up to 18 bytes and every position of the byte in it: whole words,
+            // a padded short tail, and a tail read as the last eight bytes.
+            for len in 0..18 {
+                for pad in 0..=len {
+                    let s = format!("{}{c}{}", "x".repeat(pad), "y".repeat(len - pad));
+                    let mut got = String::new();
+                    push_json_string(&mut got, &s);
+                    assert_eq!(got, serde_json::to_string(&s).unwrap(), "{s:?}");
+                }
             }
         }
     }

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use sessiontrail_core::json_borrowed::{BorrowedObject, BorrowedValue};
-use sessiontrail_core::json_write::JsonObjectWriter;
+use sessiontrail_core::json_write::{JsonObjectWriter, Key};
 use sessiontrail_core::{Object, Value};
 
 use super::{InputSystem, OcsfVersion, ProductOverride};
@@ -666,8 +666,8 @@ impl<'a> OcsfEvent<'a> {
                 }
             }
             let (parents, leaf) = match path.bytes().rposition(|b| b == b'.') {
-                Some(dot) => (&path[..dot], &path[dot + 1..]),
-                None => ("", path.as_ref()),
+                Some(dot) => (&path[..dot], segment_key(path, dot + 1..path.len())),
+                None => ("", segment_key(path, 0..path.len())),
             };
             // Most entries sit in the object the previous one did. Otherwise close the open
             // objects this path does not share and open the rest.
@@ -678,8 +678,10 @@ impl<'a> OcsfEvent<'a> {
                 }
                 let rest = parents[shared..].trim_start_matches('.');
                 if !rest.is_empty() {
+                    let mut start = parents.len() - rest.len();
                     for seg in rest.split('.') {
-                        w.begin_object(seg);
+                        w.begin_object(segment_key(path, start..start + seg.len()));
+                        start += seg.len() + 1;
                     }
                 }
                 open = parents;
@@ -696,6 +698,17 @@ impl<'a> OcsfEvent<'a> {
         for _ in 0..segment_count(open) {
             w.end_object();
         }
+    }
+}
+
+/// The key for the part `range` of `path`. A path written in the mappings is made of attribute
+/// names, which need no escaping; a built one (`put` of an object) may hold any source key.
+// `&Cow`, not `&str`: which variant it is (a path in the program's text or a built one) decides.
+#[allow(clippy::ptr_arg)]
+fn segment_key<'p>(path: &'p Cow<'static, str>, range: std::ops::Range<usize>) -> Key<'p> {
+    match path {
+        Cow::Borrowed(p) => Key::plain(&p[range]),
+        Cow::Owned(p) => Key::from(&p[range]),
     }
 }
 
@@ -1155,7 +1168,7 @@ pub fn write_unmapped(
     extra: &Object,
 ) {
     let mark = w.mark();
-    w.begin_object("unmapped");
+    w.begin_object(Key::plain("unmapped"));
     let mut wrote = write_leftovers(w, src, taken, Some(extra));
     for (k, v) in extra {
         if has_null(v) {
@@ -1200,7 +1213,7 @@ fn write_leftovers(
             }
         }
         if state != Some(true) {
-            wrote |= write_leftover(w, k, v, taken, state.is_some());
+            wrote |= write_leftover(w, Key::quoted(k.quoted()), v, taken, state.is_some());
         }
     }
     wrote
@@ -1210,7 +1223,7 @@ fn write_leftovers(
 /// when anything was left to write.
 fn write_leftover(
     w: &mut JsonObjectWriter,
-    key: &str,
+    key: Key<'_>,
     value: &BorrowedValue<'_>,
     taken: &[(&BorrowedValue<'_>, bool)],
     partly_taken: bool,
@@ -1360,6 +1373,16 @@ mod tests {
                 "a.b": "dotted key",
                 "z": "replaced",
             })
+        );
+    }
+
+    #[test]
+    fn leftover_keys_with_escapes_keep_their_names() {
+        // Copied as written (`Key::quoted`): escapes stay escapes, in nested objects too.
+        let src = r#"{"q\"uote":1,"\u0041scii":{"t\tab":2,"taken":3},"x":4}"#;
+        assert_eq!(
+            unmapped_of(src, &["x", "Ascii.taken"], &[], Value::Null),
+            serde_json::json!({"q\"uote": 1, "Ascii": {"t\tab": 2}})
         );
     }
 
