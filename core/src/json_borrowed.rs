@@ -14,6 +14,7 @@
 use std::borrow::Cow;
 
 use crate::event::Value;
+use crate::json_validate::unescape_str;
 use crate::json_write::next_to_escape;
 
 /// Objects and arrays nested deeper than this are refused (the readers validate a lower limit).
@@ -392,10 +393,10 @@ impl<'a> Parser<'a> {
         let quoted = &self.text[open..=at];
         self.pos = at + 1;
         let text = if escaped {
-            // Escapes (surrogate pairs included) are decoded by serde_json.
-            match serde_json::from_str::<String>(quoted) {
-                Ok(s) => Cow::Owned(s),
-                Err(_) => {
+            // Decoded as the record validator reads escapes (surrogate pairs included).
+            match unescape_str(self.text, start..at) {
+                Some(s) => Cow::Owned(s),
+                None => {
                     self.pos = open;
                     return Err(self.error("invalid string escape"));
                 }
@@ -545,6 +546,16 @@ mod tests {
     }
 
     #[test]
+    fn escapes_decode_as_json_defines_them() {
+        let o = parse(r#"{"s":"\"\\\/\b\f\n\r\t\u00e9\ud83e\udd80","\u006b":1}"#);
+        assert_eq!(
+            o.get("s").and_then(BorrowedValue::as_str),
+            Some("\"\\/\u{8}\u{c}\n\r\té🦀")
+        );
+        assert!(o.get("k").is_some());
+    }
+
+    #[test]
     fn invalid_text_is_an_error_not_a_panic() {
         for bad in [
             "",
@@ -560,6 +571,10 @@ mod tests {
             r#"{"a":1} x"#,
             "{\"a\":\"\u{1}\"}",
             r#"{"a":"\"#,
+            r#"{"a":"\ud800"}"#,
+            r#"{"a":"\udc00"}"#,
+            r#"{"a":"\ud800\u0041"}"#,
+            r#"{"a":"\u12"}"#,
         ] {
             assert!(BorrowedObject::parse(bad).is_err(), "{bad:?} was accepted");
         }

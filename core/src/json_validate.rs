@@ -538,6 +538,14 @@ fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
     })
 }
 
+/// The body `content` of a string literal in `text` with its escapes decoded, or None if one
+/// of them is invalid: how the borrowed view (`json_borrowed`) reads a string with escapes.
+pub(crate) fn unescape_str(text: &str, content: Range<usize>) -> Option<String> {
+    let bytes = unescape(text.as_bytes(), content).ok()?;
+    // Valid: the text is, and each escape decodes to a whole character.
+    String::from_utf8(bytes).ok()
+}
+
 /// The body `content` of a string already validated, with its escapes decoded.
 fn unescape(bytes: &[u8], content: Range<usize>) -> Result<Vec<u8>, Fault> {
     let mut out = Vec::with_capacity(content.len());
