@@ -68,10 +68,10 @@ pub fn map<'a>(src: &'a BorrowedObject<'a>, cx: &'a MapContext) -> Result<Mapped
         && user_type.is_none()
         && key_id.is_none();
     if no_user && account.is_none() {
-        return Err(MapError::missing(if !enveloped {
-            "userIdentity.arn"
-        } else {
+        return Err(MapError::missing(if enveloped {
             "detail.userIdentity.arn"
+        } else {
+            "userIdentity.arn"
         }));
     }
     if let Some(n) = user_name {
